@@ -1,0 +1,143 @@
+"""From sessions to the users x streamers matrix: id maps, per-pair aggregates, strength.
+
+Every (user, streamer) pair seen in the sessions becomes one stored entry holding
+- `count`: the number of sessions (repeat viewing is most of the viewing);
+- `watch_time`: the summed session lengths, in the data's time unit;
+- `last_seen`: the latest `time_end`, for recency.
+The ALS input is one `strength` computed from those (see STRENGTHS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from sessions import END, INTEGER, START, STREAMER, UID, Sessions
+
+# How a pair's sessions become one ALS interaction strength; `--strength` picks one.
+STRENGTHS = {
+    "sessions": lambda count, watch: count,
+    "log_sessions": lambda count, watch: np.log1p(count),
+    "watch_time": lambda count, watch: watch,
+    "log_watch_time": lambda count, watch: np.log1p(watch),
+    "binary": lambda count, watch: np.ones_like(count),
+}
+
+
+class IdMap:
+    """External ids (always str: uid 42 in a file is user "42" in a URL) <-> contiguous rows."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = np.asarray(ids, dtype=str)
+        self.index = {external: row for row, external in enumerate(self.ids.tolist())}
+        if len(self.index) != len(self.ids):
+            raise ValueError("IdMap ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, external: str) -> int | None:
+        return self.index.get(external)
+
+    def rows(self, externals) -> np.ndarray:
+        """Rows of the given ids, -1 for unknown ones."""
+        return np.array([self.index.get(str(e), -1) for e in externals], dtype=np.int64)
+
+
+@dataclass
+class Interactions:
+    """Per-pair aggregates as a users x streamers CSR structure (rows = users)."""
+
+    users: IdMap
+    streamers: IdMap
+    count: sp.csr_matrix  # float32 session counts
+    watch_time: sp.csr_matrix  # float32, same sparsity pattern as count
+    last_seen: sp.csr_matrix  # float64 latest time_end, same pattern
+    time_min: int
+    time_max: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.count.shape
+
+    @property
+    def nnz(self) -> int:
+        return self.count.nnz
+
+    def strength(self, kind: str) -> sp.csr_matrix:
+        """The users x streamers ALS input for one of STRENGTHS, float32."""
+        if kind not in STRENGTHS:
+            raise ValueError(f"strength must be one of {', '.join(STRENGTHS)}; got {kind!r}")
+        data = STRENGTHS[kind](self.count.data.astype(np.float64), self.watch_time.data.astype(np.float64))
+        out = self.count.copy()
+        out.data = np.asarray(data, dtype=np.float32)
+        return out
+
+
+def session_lengths(frame: pd.DataFrame, time_format: str) -> np.ndarray:
+    """Watch time of each session. Integer times count inclusive crawl rounds (the Twitch file
+    records a viewer seen in one round as start == end), so they get one extra unit."""
+    length = (frame[END].to_numpy() - frame[START].to_numpy()).astype(np.float64)
+    return length + 1.0 if time_format == INTEGER else length
+
+
+def aggregate(
+    sessions: Sessions | pd.DataFrame,
+    time_format: str | None = None,
+    users: IdMap | None = None,
+    streamers: IdMap | None = None,
+) -> Interactions:
+    """Aggregate sessions per (user, streamer) pair.
+
+    With `users`/`streamers` given, rows follow those maps and sessions of ids outside them are
+    left out (used to build test-period matrices aligned with a trained model).
+    """
+    if isinstance(sessions, Sessions):
+        frame, time_format = sessions.frame, sessions.time_format
+    else:
+        frame = sessions
+    assert time_format is not None
+    if users is None:
+        codes_u, uniq_u = pd.factorize(frame[UID], sort=False)
+        users = IdMap(np.asarray(uniq_u, dtype=str))
+    else:
+        codes_u = users.rows(frame[UID])
+    if streamers is None:
+        codes_s, uniq_s = pd.factorize(frame[STREAMER], sort=False)
+        streamers = IdMap(np.asarray(uniq_s, dtype=str))
+    else:
+        codes_s = streamers.rows(frame[STREAMER])
+    keep = (codes_u >= 0) & (codes_s >= 0)
+    lengths = session_lengths(frame, time_format)[keep]
+    ends = frame[END].to_numpy()[keep]
+    codes_u, codes_s = codes_u[keep], codes_s[keep]
+
+    n_users, n_streamers = len(users), len(streamers)
+    # One key per pair; sorting by it gives CSR order (row-major) directly.
+    key = codes_u.astype(np.int64) * n_streamers + codes_s
+    uniq, inverse = np.unique(key, return_inverse=True)
+    count = np.bincount(inverse, minlength=len(uniq)).astype(np.float32)
+    watch = np.bincount(inverse, weights=lengths, minlength=len(uniq)).astype(np.float32)
+    last = np.full(len(uniq), -np.inf)
+    np.maximum.at(last, inverse, ends.astype(np.float64))
+    rows, cols = uniq // n_streamers, (uniq % n_streamers).astype(np.int32)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    shape = (n_users, n_streamers)
+
+    def csr(data: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((data, cols, indptr), shape=shape)
+
+    times = frame[[START, END]].to_numpy()
+    return Interactions(
+        users=users,
+        streamers=streamers,
+        count=csr(count),
+        watch_time=csr(watch),
+        last_seen=csr(last),
+        time_min=int(times.min()) if len(times) else 0,
+        time_max=int(times.max()) if len(times) else 0,
+    )

@@ -1,0 +1,268 @@
+"""Read a viewing-sessions CSV into a clean table, or say exactly why it cannot be read.
+
+    python sessions.py sessions.csv         # print what would be trained on
+
+Two layouts are accepted and told apart by the first line:
+- a header naming `uid, session_id, streamer_name, time_start, time_end` (any order, extra
+  columns ignored);
+- the public Twitch dataset (`100k_a.csv`, `full_a.csv.gz`): no header, those five columns in
+  that order, times as integer 10-minute crawl rounds.
+Times are integers (any unit) or ISO-8601 timestamps (kept as epoch seconds, naive ones read as
+UTC). Gzip input is detected by its magic bytes, whatever the file is called.
+
+Rows that cannot be used are dropped and counted by reason; anything that makes the whole file
+unusable raises `DataError` with one line naming the file, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+UID, SESSION, STREAMER, START, END = COLUMNS = (
+    "uid",
+    "session_id",
+    "streamer_name",
+    "time_start",
+    "time_end",
+)
+INTEGER, ISO = "integer", "iso8601"  # the two time formats
+_GZIP_MAGIC = b"\x1f\x8b"
+_SNIFF_BYTES = 64 * 1024
+
+
+class DataError(ValueError):
+    """The input cannot be trained on; the message is one line meant for a person."""
+
+
+@dataclass
+class Sessions:
+    """Usable sessions: `frame` has uid and streamer_name as str, times as int64."""
+
+    frame: pd.DataFrame
+    path: str
+    layout: str  # "header" or "twitch (no header)"
+    time_format: str  # INTEGER or ISO (epoch seconds)
+    rows_read: int
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+
+    @property
+    def rows_used(self) -> int:
+        return len(self.frame)
+
+    def drop_summary(self) -> str:
+        if not self.dropped:
+            return "dropped 0 rows"
+        parts = "; ".join(f"{n:,} {reason}" for reason, n in self.dropped.items())
+        return f"dropped {sum(self.dropped.values()):,} rows: {parts}"
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    """Open plain or gzip text as UTF-8, after checking the file looks like text."""
+    with open(path, "rb") as raw:
+        head = raw.read(_SNIFF_BYTES)
+    opener = gzip.open if head.startswith(_GZIP_MAGIC) else open
+    if opener is gzip.open:
+        try:
+            with gzip.open(path, "rb") as gz:
+                head = gz.read(_SNIFF_BYTES)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: expected gzip-compressed CSV; found a broken gzip stream ({exc})") from None
+    if b"\x00" in head:
+        raise DataError(f"{path}: expected a text CSV; found binary data (NUL bytes in the first {len(head):,} bytes)")
+    return opener(path, "rt", encoding="utf-8", newline="")
+
+
+def _first_record(path: Path) -> list[str]:
+    with _open_text(path) as text:
+        try:
+            for record in csv.reader(text):
+                if any(cell.strip() for cell in record):
+                    return record
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}: expected UTF-8 text; found undecodable bytes ({exc.reason} at byte {exc.start})"
+            ) from None
+        except csv.Error as exc:
+            raise DataError(f"{path}: expected CSV; found {exc}") from None
+    raise DataError(f"{path}: expected CSV rows of {','.join(COLUMNS)}; found an empty file")
+
+
+def _looks_like_time(cell: str) -> bool:
+    cell = cell.strip()
+    if cell.lstrip("-").isdigit():
+        return True
+    return not pd.isna(pd.to_datetime(cell, format="ISO8601", errors="coerce", utc=True))
+
+
+def _detect_layout(path: Path, first: list[str]) -> tuple[str, int | None, list[str] | None]:
+    """Return (layout, header row for pandas, names for pandas)."""
+    names = [cell.strip().lower() for cell in first]
+    found = [c for c in COLUMNS if c in names]
+    if len(found) == len(COLUMNS):
+        return "header", 0, None
+    if found:
+        missing = ", ".join(c for c in COLUMNS if c not in names)
+        raise DataError(f"{path}: header is missing column(s) {missing}; found columns {', '.join(names)}")
+    if len(first) == len(COLUMNS) and _looks_like_time(first[3]) and _looks_like_time(first[4]):
+        return "twitch (no header)", None, list(COLUMNS)
+    shown = ",".join(first)[:120]
+    raise DataError(
+        f"{path}: expected a header with {','.join(COLUMNS)} or headerless rows of those five "
+        f"columns; found first line {shown!r}"
+    )
+
+
+def _lines(index: pd.Index, first_line: int, limit: int = 3) -> str:
+    """File line numbers of data rows (exact unless quoted fields hold newlines)."""
+    shown = ", ".join(str(i + first_line) for i in index[:limit])
+    return shown + (", ..." if len(index) > limit else "")
+
+
+def _epoch_seconds(ts: pd.Series) -> np.ndarray:
+    # Independent of the datetime resolution pandas picked (s, ms, us or ns).
+    return ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "s")).to_numpy(dtype=np.int64)
+
+
+def _parse_times(frame: pd.DataFrame, path: Path, first_line: int) -> tuple[pd.DataFrame, str, np.ndarray]:
+    """Convert both time columns to int64; return (frame, format, rows whose times failed)."""
+    start_txt, end_txt = frame[START].str.strip(), frame[END].str.strip()
+    start_int = pd.to_numeric(start_txt, errors="coerce")
+    end_int = pd.to_numeric(end_txt, errors="coerce")
+    is_int = (start_int.notna() & end_int.notna()).to_numpy()
+    # Integers must be whole numbers; "1.5" is not a time step.
+    if is_int.any():
+        whole = ((start_int % 1 == 0) & (end_int % 1 == 0)).to_numpy()
+        is_int = is_int & whole
+    if is_int.all():
+        return (
+            frame.assign(**{START: start_int.astype("int64"), END: end_int.astype("int64")}),
+            INTEGER,
+            np.zeros(len(frame), bool),
+        )
+
+    rest = ~is_int
+    start_ts = pd.to_datetime(start_txt[rest], format="ISO8601", errors="coerce", utc=True)
+    end_ts = pd.to_datetime(end_txt[rest], format="ISO8601", errors="coerce", utc=True)
+    is_iso = np.zeros(len(frame), bool)
+    is_iso[rest] = (start_ts.notna() & end_ts.notna()).to_numpy()
+    n_int, n_iso = int(is_int.sum()), int(is_iso.sum())
+    if n_int and n_iso:
+        raise DataError(
+            f"{path}: expected one time format; found {n_int:,} rows with integer times and "
+            f"{n_iso:,} with ISO-8601 timestamps (e.g. lines {_lines(frame.index[is_iso], first_line)})"
+        )
+    if n_int:
+        bad = ~is_int
+        out = frame.assign(**{START: start_int.fillna(0).astype("int64"), END: end_int.fillna(0).astype("int64")})
+        return out, INTEGER, bad
+    bad = ~is_iso
+    seconds_start = np.zeros(len(frame), np.int64)
+    seconds_end = np.zeros(len(frame), np.int64)
+    ok = is_iso[rest]
+    seconds_start[np.flatnonzero(rest)[ok]] = _epoch_seconds(start_ts[ok])
+    seconds_end[np.flatnonzero(rest)[ok]] = _epoch_seconds(end_ts[ok])
+    return frame.assign(**{START: seconds_start, END: seconds_end}), ISO, bad
+
+
+def read_sessions(path: str | Path) -> Sessions:
+    """Read, validate and clean a sessions file. Raises DataError when nothing usable is left."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: expected a sessions CSV file; found no such file or directory")
+    if path.is_dir():
+        raise DataError(f"{path}: expected a sessions CSV file; found a directory")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: expected CSV rows of {','.join(COLUMNS)}; found an empty file")
+
+    layout, header, names = _detect_layout(path, _first_record(path))
+    first_line = 2 if header == 0 else 1  # file line of the first data row (when no quoted newlines)
+    try:
+        with _open_text(path) as text:
+            frame = pd.read_csv(
+                text,
+                header=header,
+                names=names,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                skip_blank_lines=True,
+                skipinitialspace=True,
+            )
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: expected UTF-8 text; found undecodable bytes ({exc.reason} at byte {exc.start})"
+        ) from None
+    except (pd.errors.ParserError, csv.Error, ValueError) as exc:
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: expected well-formed CSV; found {message}") from None
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame = frame[list(COLUMNS)]
+    rows_read = len(frame)
+    if rows_read == 0:
+        raise DataError(f"{path}: expected at least one session row; found a header with no rows")
+
+    dropped: dict[str, int] = {}
+
+    def drop(mask: np.ndarray, reason: str) -> None:
+        nonlocal frame
+        n = int(mask.sum())
+        if n:
+            dropped[reason] = dropped.get(reason, 0) + n
+            frame = frame[~mask]
+
+    frame = frame.assign(**{UID: frame[UID].str.strip(), STREAMER: frame[STREAMER].str.strip()})
+    drop((frame[UID] == "").to_numpy(), "blank uid")
+    drop((frame[STREAMER] == "").to_numpy(), "blank streamer_name")
+    if frame.empty:
+        raise DataError(f"{path}: expected rows with a uid and a streamer_name; found none in {rows_read:,} rows")
+    frame, time_format, bad_time = _parse_times(frame, path, first_line)
+    if bad_time.all():
+        raise DataError(
+            f"{path}: expected integer or ISO-8601 times in time_start and time_end; found none that "
+            f"parse (e.g. {frame[START].iloc[0]!r})"
+        )
+    drop(bad_time, "time that does not parse")
+    drop((frame[END] < frame[START]).to_numpy(), "time_end before time_start")
+    drop(frame.duplicated(keep="first").to_numpy(), "duplicate row")
+    if frame.empty:
+        raise DataError(f"{path}: no usable rows left of {rows_read:,} ({', '.join(dropped)})")
+    return Sessions(
+        frame=frame.reset_index(drop=True),
+        path=str(path),
+        layout=layout,
+        time_format=time_format,
+        rows_read=rows_read,
+        dropped=dropped,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", help="sessions CSV (plain or gzip)")
+    args = parser.parse_args(argv)
+    try:
+        s = read_sessions(args.path)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    f = s.frame
+    print(
+        f"{s.path}: layout {s.layout}, {s.time_format} times, {s.rows_read:,} rows read, "
+        f"{s.drop_summary()}; {f[UID].nunique():,} users, {f[STREAMER].nunique():,} streamers, "
+        f"times {f[START].min()}..{f[END].max()}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

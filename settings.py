@@ -1,0 +1,37 @@
+"""Service and trainer settings: one typed object read from the environment and `.env`.
+
+    DATA_PATH=sessions.csv MODEL_PATH=models/model.pkl python als_fit.py
+
+Every variable is listed with a safe value in `.env.example`. Names are case-insensitive,
+so `data_path` and `DATA_PATH` both work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Sessions CSV to train on; empty means "generate and use the built-in demo sessions".
+    data_path: str = ""
+    # The one model file: written by als_fit.py, read by the service at startup.
+    model_path: Path = Path("models/model.pkl")
+    # Where the demo sessions are written when data_path is empty.
+    demo_data_path: Path = Path("data/demo_sessions.csv")
+    # Bind address and port of `python platform.py`.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Uvicorn worker processes; each one holds its own copy of the model.
+    workers: int = 1
+    # Bearer token for the admin endpoints; empty turns them off.
+    admin_token: str = ""
+    # Python logging level of the service and the trainer.
+    log_level: str = "INFO"
+
+
+def get_settings() -> Settings:
+    return Settings()
