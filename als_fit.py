@@ -38,16 +38,17 @@ from sessions import START, STREAMER, UID, DataError, Sessions, read_sessions
 log = logging.getLogger("als_fit")
 
 RANKER_MAX_USERS = 20_000  # validation users the ranker learns from (a deterministic sample)
+RANKER_NEGATIVES = 40  # sampled negative candidates per validation user
 
 
 @dataclass
 class TrainParams:
     factors: int = 64  # latent dimensions; 32-128
     iterations: int = 15  # ALS sweeps; 10-30
-    regularization: float = 0.05  # L2 on factors (implicit does not scale it by counts); 0.01-1
+    regularization: float = 0.1  # L2 on factors (implicit does not scale it by counts); 0.01-1
     alpha: float = 10.0  # confidence = alpha * strength (implicit adds no 1); 1-40
     random_state: int = 42  # seed of the factor initialisation: same data, same model
-    strength: str = "log_sessions"  # how a pair's sessions become one number: see STRENGTHS
+    strength: str = "binary"  # how a pair's sessions become one number: see STRENGTHS
     popularity_by: str = "viewers"  # popularity measure for cold start: see cold_start.py
     popularity_window: float = 0.25  # recent share of the time span popularity counts; (0, 1]
     min_viewers: int = 2  # distinct viewers a streamer needs before ALS may propose it
@@ -132,24 +133,26 @@ def learn_rankers(
     base: Recommender, future: pd.DataFrame, max_users: int = RANKER_MAX_USERS, seed: int = 0
 ) -> dict[str, RankerWeights]:
     """Fit the `all` and `new` rankers: for users of `base` active in `future`, candidates from
-    `base` are labelled by whether the user watched them in `future`. Each user weighs the same."""
+    `base` are labelled by whether the user watched them in `future`. Each user weighs the same;
+    negatives are subsampled to RANKER_NEGATIVES per user and up-weighted to compensate."""
     rows = base.users.rows(future[UID])
     cols = base.streamers.rows(future[STREAMER])
     keep = (rows >= 0) & (cols >= 0)
-    positives: dict[int, set[int]] = {}
-    for r, c in zip(rows[keep].tolist(), cols[keep].tolist(), strict=True):
-        positives.setdefault(r, set()).add(c)
-    users = np.array(sorted(positives), dtype=np.int64)
+    positives = pd.Series(cols[keep]).groupby(rows[keep]).unique()
+    users = positives.index.to_numpy()
+    rng = np.random.default_rng(seed)
     if len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+        users = np.sort(rng.choice(users, max_users, replace=False))
     xs, ys, ws = [], [], []
     with threadpool_limits(1, "blas"):
         for row in users.tolist():
             cands = base.candidates(row, exclude_watched=False, k=10)
-            x = base.features(row, cands)
-            xs.append(x)
-            ys.append(np.fromiter((c in positives[row] for c in cands.tolist()), bool, len(cands)))
-            ws.append(np.full(len(cands), 1.0 / len(cands)))
+            y = np.isin(cands, positives[row])
+            rate = min(1.0, RANKER_NEGATIVES / max(1, len(cands) - y.sum()))
+            sample = y | (rng.random(len(cands)) < rate)
+            xs.append(base.features(row, cands[sample]))
+            ys.append(y[sample])
+            ws.append(np.where(y[sample], 1.0, 1.0 / rate) / len(cands))
     priors = {"all": RankerWeights.prior(), "new": RankerWeights.prior(discovery=True)}
     if not xs:
         return priors
@@ -186,7 +189,8 @@ def train(
             cut,
             f"{len(future):,}",
         )
-        base, _ = fit_base(past, fmt, params, Timer())
+        with timer("validation"):
+            base, _ = fit_base(past, fmt, params, Timer())
         with timer("ranker"):
             rankers = learn_rankers(base, future)
     else:

@@ -32,7 +32,7 @@ STEPS_PER_DAY = 144  # 10-minute steps
 DAYS = 43
 # Cumulative shares of a viewer's discoveries: primary community, secondary community, the global
 # popularity charts, and the rest uniformly over the whole catalog (the one-viewer long tail).
-P_PRIMARY, P_SECONDARY, P_CHARTS = 0.45, 0.55, 0.94
+P_PRIMARY, P_SECONDARY, P_CHARTS = 0.66, 0.80, 0.88
 
 
 def _streamer_names(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -60,7 +60,7 @@ def generate(
     n_users: int = 8000,
     streamers_per_user: float = 4.0,
     n_communities: int = 60,
-    zipf_exponent: float = 1.6,
+    zipf_exponent: float = 1.3,
     seed: int = 42,
 ) -> pd.DataFrame:
     """Return a sessions frame with the five standard columns, sorted by uid and time."""
@@ -83,7 +83,7 @@ def generate(
     order = np.argsort(community, kind="stable")
     bounds = np.searchsorted(community[order], np.arange(n_communities + 1))
     # Within a community, discovery is flatter than the global popularity curve.
-    comm_cum = [np.cumsum(weight[order[a:b]] ** 0.6) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    comm_cum = [np.cumsum(weight[order[a:b]] ** 0.8) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     comm_members = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     global_cum = np.cumsum(weight)
     comm_weight = np.array([c[-1] if len(c) else 0.0 for c in comm_cum])
@@ -124,7 +124,7 @@ def generate(
         if j == 0:
             choice[pos] = sample_new(users)
             continue
-        p_new = np.maximum(0.3, novelty[users] * 2.0 / (1.0 + j / 40.0))
+        p_new = np.maximum(0.1, novelty[users] * 3.0 / (1.0 + j / 10.0))
         new = rng.random(len(users)) < p_new
         choice[pos[new]] = sample_new(users[new])
         rep_users, rep_pos = users[~new], pos[~new]

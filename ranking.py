@@ -12,6 +12,8 @@ weights work for integer steps and for timestamps:
 - watch_share:    watch time with the streamer / all the viewer's watch time
 - recency:        exp(-age / 5% of the log's span), age = time since last watched; 0 if never
 - als:            the ALS score (user factors . streamer factors)
+- als_rank:       log(1 + rank of the ALS score among this viewer's candidates): ALS scores are on
+                  a different scale for every viewer, their order is not
 - popularity:     log(1 + recent distinct viewers), scaled to [0, 1]
 
 Two weight vectors are learned: `all` (the default ranking) and `new` (the discovery ranking
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 
-FEATURES = ("watched", "log_count", "count_share", "watch_share", "recency", "als", "popularity")
+FEATURES = ("watched", "log_count", "count_share", "watch_share", "recency", "als", "als_rank", "popularity")
 RECENCY_SCALE = 0.05  # share of the log's time span over which recency decays by e
 ALS_CANDIDATES = 100  # ALS candidates per viewer, on top of the viewer's history
 POPULAR_CANDIDATES = 20  # popular candidates per viewer
@@ -66,9 +68,9 @@ class RankerWeights:
         viewer discovering anything in it). Weights on raw features: own history first, by
         sessions and recency (REP), then ALS; popularity only breaks ties. Discovery is ALS."""
         if discovery:
-            coef = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1e-3])
+            coef = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1e-3])
         else:
-            coef = np.array([10.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1e-3])
+            coef = np.array([10.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1e-3])
         return cls(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef, 0.0, False)
 
 

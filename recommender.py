@@ -125,8 +125,12 @@ class Recommender:
             x[seen, 3] = self.watch_time.data[e] / max(self.user_watch_totals[row], 1e-9)
             age = (self.time_max - self.last_seen.data[e]) / max(self.time_span, 1)
             x[seen, 4] = np.exp(-age / RECENCY_SCALE)
-        x[:, 5] = self.als.item_factors[cands] @ self.als.user_factors[row]
-        x[:, 6] = self._pop_feature[cands]
+        als = self.als.item_factors[cands] @ self.als.user_factors[row]
+        x[:, 5] = als
+        rank = np.empty(len(cands))
+        rank[np.argsort(-als, kind="stable")] = np.arange(len(cands))
+        x[:, 6] = np.log1p(rank)
+        x[:, 7] = self._pop_feature[cands]
         return x
 
     def recommend(self, row: int, k: int = 10, exclude_watched: bool = False) -> tuple[np.ndarray, np.ndarray]:

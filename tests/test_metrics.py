@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metrics import (
     catalog_coverage,
@@ -85,3 +87,79 @@ def test_bad_inputs_say_what_was_expected():
 def test_catalog_coverage_by_hand():
     assert catalog_coverage([["a", "b"], ["a", "c"]], catalog_size=4, k=2) == pytest.approx(3 / 4)
     assert catalog_coverage([["a", "b"], ["a", "c"]], catalog_size=4, k=1) == pytest.approx(1 / 4)
+
+
+# --- properties -----------------------------------------------------------------------------
+
+
+ALL_METRICS = [map_at_k, ndcg_at_k, precision_at_k, recall_at_k, hit_rate_at_k, mrr_at_k]
+items = st.integers(0, 30)
+users = st.lists(
+    st.tuples(st.sets(items, min_size=1, max_size=8), st.lists(items, max_size=15)), min_size=1, max_size=20
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(users=users, k=st.integers(1, 12))
+def test_every_metric_is_in_unit_interval(users, k):
+    actual, predicted = [a for a, _ in users], [p for _, p in users]
+    for f in ALL_METRICS:
+        assert 0.0 <= f(actual, predicted, k) <= 1.0 + 1e-12
+
+
+@settings(max_examples=200, deadline=None)
+@given(users=st.lists(st.sets(items, min_size=1, max_size=8), min_size=1, max_size=20), k=st.integers(1, 12))
+def test_a_perfect_ranking_scores_one(users, k):
+    predicted = [sorted(a) for a in users]  # every relevant item first
+    for f in (map_at_k, ndcg_at_k, hit_rate_at_k, mrr_at_k):
+        assert f(users, predicted, k) == pytest.approx(1.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(users=users, k=st.integers(1, 12), data=st.data())
+def test_the_order_of_actual_does_not_matter(users, k, data):
+    actual = [list(a) for a, _ in users]
+    shuffled = [data.draw(st.permutations(a)) for a in actual]
+    predicted = [p for _, p in users]
+    for f in ALL_METRICS:
+        assert f(actual, predicted, k) == pytest.approx(f(shuffled, predicted, k))
+
+
+# --- cross-check with implicit ----------------------------------------------------------------
+
+
+def test_map_and_ndcg_equal_implicits_ranking_metrics_on_a_real_split():
+    import numpy as np
+    import scipy.sparse as sp
+    from implicit.evaluation import ranking_metrics_at_k
+    from threadpoolctl import threadpool_limits
+
+    from als_fit import TrainParams, fit_als
+
+    rng = np.random.default_rng(7)
+    n_users, n_items = 300, 120
+    # Users have taste for one of 4 item blocks; 80% of their interactions stay in it.
+    taste = rng.integers(0, 4, n_users)
+    rows, cols = [], []
+    for u in range(n_users):
+        for _ in range(25):
+            block = taste[u] if rng.random() < 0.8 else rng.integers(0, 4)
+            rows.append(u)
+            cols.append(block * 30 + rng.integers(0, 30))
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+    m.data[:] = 1.0
+    mask = rng.random(m.nnz) < 0.8
+    coo = m.tocoo()
+    train = sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=m.shape)
+    test = sp.csr_matrix((coo.data[~mask], (coo.row[~mask], coo.col[~mask])), shape=m.shape)
+    model = fit_als(train, TrainParams(factors=8, iterations=5))
+
+    with threadpool_limits(1, "blas"):
+        theirs = ranking_metrics_at_k(model, train, test, K=10, show_progress=False)
+        users_with_test = np.flatnonzero(np.diff(test.indptr))
+        ids, _ = model.recommend(users_with_test, train[users_with_test], N=10, filter_already_liked_items=True)
+    actual = [set(test[u].indices.tolist()) for u in users_with_test]
+    predicted = ids.tolist()
+    assert theirs["map"] > 0.05 and theirs["ndcg"] > 0.05  # a real comparison, not 0 == 0
+    assert map_at_k(actual, predicted, 10) == pytest.approx(theirs["map"], rel=1e-6)
+    assert ndcg_at_k(actual, predicted, 10) == pytest.approx(theirs["ndcg"], rel=1e-6)

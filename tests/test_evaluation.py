@@ -1,0 +1,91 @@
+"""The offline evaluation: its pieces on tiny data, its report, and the product's claim on
+realistic generated data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import demo_data
+from als_fit import TrainParams, fit_base
+from conftest import run_cli
+from evaluation import evaluate_model, rep_lists, targets_after, time_split
+from sessions import INTEGER, Sessions
+
+FRAME = pd.DataFrame(
+    {
+        "uid": ["1", "1", "1", "1", "1", "2", "2"],
+        "session_id": ["s"] * 7,
+        # user 1: bob x2 (last at 3), alice x2 (last at 9), carol x1
+        "streamer_name": ["bob", "bob", "alice", "alice", "carol", "bob", "dave"],
+        "time_start": [1, 3, 4, 9, 2, 5, 6],
+        "time_end": [1, 3, 4, 9, 2, 5, 6],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    model, _ = fit_base(FRAME, INTEGER, TrainParams(factors=2, iterations=2))
+    return model
+
+
+def test_rep_orders_by_session_count_then_recency(tiny_model):
+    user = tiny_model.users.get("1")
+    (ranked,) = rep_lists(tiny_model, np.array([user]))
+    assert tiny_model.streamers.ids[ranked].tolist() == ["alice", "bob", "carol"]
+
+
+def test_targets_keep_streamers_the_model_never_saw(tiny_model):
+    test = pd.DataFrame({"uid": ["1", "1", "9"], "streamer_name": ["bob", "newcomer", "bob"]})
+    users, relevant = targets_after(tiny_model, test)
+    assert users.tolist() == [tiny_model.users.get("1")]  # user 9 was not seen before the split
+    (targets,) = relevant
+    assert tiny_model.streamers.get("bob") in targets
+    assert any(t < 0 for t in targets) and len(targets) == 2  # newcomer: relevant, unreachable
+
+
+def test_time_split_is_by_time_not_rows():
+    sessions = Sessions(FRAME, "f.csv", "header", INTEGER, len(FRAME))
+    before, after, cut = time_split(sessions, 0.25)
+    assert cut == 7  # 9 - 0.25 * (9 - 1)
+    assert (before.frame["time_start"] < cut).all() and (after["time_start"] >= cut).all()
+    assert len(before.frame) + len(after) == len(FRAME)
+
+
+def test_evaluate_cli_prints_table_and_writes_json(block_csv, tmp_path):
+    model = tmp_path / "m.pkl"
+    result = run_cli("als_fit.py", "--data", str(block_csv), "--model", str(model), "--factors", "2", "--evaluate")
+    assert result.returncode == 0, result.stderr
+    for heading in ("all targets", "repeat targets", "new targets", "served", "ALS", "POP", "REP", "NDCG@10"):
+        assert heading in result.stdout
+    report = json.loads(model.with_suffix(".evaluation.json").read_text())
+    assert set(report["results"]) == {"all", "repeat", "new"}
+    assert set(report["results"]["all"]) == {"served", "ALS", "POP", "REP"}
+    assert model.is_file()  # --evaluate reports, then trains the model as usual
+
+
+@pytest.fixture(scope="module")
+def realistic_report():
+    """Train before the split and evaluate after, on 3,000 generated viewers."""
+    frame = demo_data.generate(n_users=3000, seed=5).astype({"uid": str, "session_id": str})
+    sessions = Sessions(frame, "generated", "header", INTEGER, len(frame))
+    train_part, test, _ = time_split(sessions, 0.1)
+    from als_fit import train
+
+    return evaluate_model(train(train_part, TrainParams()), test)
+
+
+def test_served_ranking_beats_rep_and_pop(realistic_report):
+    ndcg = {m: r["NDCG@10"] for m, r in realistic_report["results"]["all"].items()}
+    assert ndcg["served"] > ndcg["REP"] > ndcg["POP"]
+    assert ndcg["served"] > ndcg["ALS"]
+
+
+def test_discovery_at_least_twice_popularity_on_new_targets(realistic_report):
+    ndcg = {m: r["NDCG@10"] for m, r in realistic_report["results"]["new"].items()}
+    assert ndcg["served"] >= 2 * ndcg["POP"]
+    assert ndcg["REP"] == 0.0
