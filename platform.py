@@ -32,6 +32,7 @@ else:
     import argparse
     import logging
     import sys
+    from pathlib import Path
 
     def main(argv: list[str] | None = None) -> int:
         import uvicorn
@@ -63,6 +64,8 @@ else:
             return 2
 
         if args.workers == 1:
+            # The same path for /admin/reload as for startup.
+            settings = settings.model_copy(update={"model_path": Path(args.model)})
             app = create_app(settings, recommender=recommender)
             uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
         else:

@@ -206,6 +206,10 @@ class Recommender:
         )
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
 def check_writable(path: str | Path) -> None:
     """Fail before any training time is spent if the model cannot be written to `path`."""
     path = Path(path)
@@ -259,10 +263,12 @@ def load_model(path: str | Path) -> Recommender:
         payload = _AllowListUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as exc:
         if "refusing" in str(exc):
-            raise ModelError(f"{path} is not a trusted model file ({exc}); {fix}") from None
-        raise ModelError(f"{path} is truncated or not a model file ({exc}); {fix}") from None
+            raise ModelError(f"{path} is not a trusted model file ({_one_line(exc)}); {fix}") from None
+        raise ModelError(f"{path} is truncated or not a model file ({_one_line(exc)}); {fix}") from None
     except Exception as exc:  # noqa: BLE001 - any failure to decode means "not a model file"
-        raise ModelError(f"{path} is truncated or not a model file ({type(exc).__name__}: {exc}); {fix}") from None
+        raise ModelError(
+            f"{path} is truncated or not a model file ({type(exc).__name__}: {_one_line(exc)}); {fix}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path} is not a model file of this service; {fix}")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -273,4 +279,6 @@ def load_model(path: str | Path) -> Recommender:
     try:
         return Recommender.from_payload(payload)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise ModelError(f"{path} is an incomplete model file ({type(exc).__name__}: {exc}); {fix}") from None
+        raise ModelError(
+            f"{path} is an incomplete model file ({type(exc).__name__}: {_one_line(exc)}); {fix}"
+        ) from None

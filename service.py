@@ -6,18 +6,28 @@
 The model is loaded once, in the lifespan handler, and kept on `app.state.model`; endpoints reach
 it through `get_model`, which tests may override. Ranking is a few small numpy operations per
 request, so the endpoints are plain `def` and run in the threadpool.
+
+`POST /admin/reload` swaps in a freshly loaded model with one reference assignment: a request
+holds the model it started with until it finishes, so none fails during a swap, and a file that
+fails to load leaves the old model serving. Admin endpoints need `Authorization: Bearer
+<ADMIN_TOKEN>` and are off (404) when no token is set. With several workers each holds its own
+model and a reload reaches the one worker that answers it: restart the workers instead
+(`kill -HUP` on the uvicorn parent process restarts them one by one).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import threading
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from recommender import Recommender, load_model
+from recommender import ModelError, Recommender, load_model
 from settings import Settings, get_settings
 
 log = logging.getLogger("service")
@@ -46,11 +56,45 @@ class Health(BaseModel):
     streamers: int
 
 
+class Reloaded(BaseModel):
+    status: Literal["reloaded"]
+    created_at: str | None
+    previous_created_at: str | None
+    users: int
+    streamers: int
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
 def get_model(request: Request) -> Recommender:
     return request.app.state.model
 
 
 Model = Annotated[Recommender, Depends(get_model)]
+_bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN from the settings")
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    token: str = request.app.state.settings.admin_token
+    if not token:
+        raise HTTPException(404, "admin endpoints are off: set ADMIN_TOKEN to enable them")
+    if credentials is None:
+        raise HTTPException(
+            401, "expected 'Authorization: Bearer <admin token>'", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise HTTPException(403, "wrong admin token")
+
+
+ADMIN_RESPONSES = {
+    401: {"model": ErrorDetail, "description": "no bearer token"},
+    403: {"model": ErrorDetail, "description": "wrong token"},
+    404: {"model": ErrorDetail, "description": "admin endpoints are off (no ADMIN_TOKEN set)"},
+}
 
 
 def create_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
@@ -61,6 +105,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     async def lifespan(app: FastAPI):
         model = recommender if recommender is not None else load_model(settings.model_path)
         app.state.model = model
+        app.state.settings = settings
+        app.state.reload_lock = threading.Lock()
         log.info(
             "model loaded: %d users, %d streamers, created %s",
             model.n_users,
@@ -81,7 +127,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     @app.get("/recommendations/user/{user_id:path}", response_model=RecommendationResponse, include_in_schema=False)
     def recommendations(
         model: Model,
-        user_id: Annotated[str, Path(description="the viewer's uid as in the sessions file")],
+        user_id: Annotated[str, Path(min_length=1, description="the viewer's uid as in the sessions file")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many streamers")] = 10,
         exclude_watched: Annotated[bool, Query(description="only streamers the viewer never watched")] = False,
     ) -> RecommendationResponse:
@@ -102,6 +148,36 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             created_at=model.metadata.get("created_at") if model else None,
             users=model.n_users if model else 0,
             streamers=model.n_streamers if model else 0,
+        )
+
+    @app.post(
+        "/admin/reload",
+        response_model=Reloaded,
+        dependencies=[Depends(require_admin)],
+        responses={**ADMIN_RESPONSES, 409: {"model": ErrorDetail, "description": "the file did not load"}},
+    )
+    def reload_model(request: Request) -> Reloaded:
+        """Load the model file again and swap it in; on failure the old model keeps serving."""
+        state = request.app.state
+        with state.reload_lock:  # one reload at a time; requests are never blocked by it
+            old: Recommender = state.model
+            try:
+                new = load_model(settings.model_path)
+            except ModelError as exc:
+                log.error(
+                    "reload failed; still serving the model created at %s: %s", old.metadata.get("created_at"), exc
+                )
+                raise HTTPException(
+                    409, f"reload failed; still serving the model created at {old.metadata.get('created_at')}: {exc}"
+                ) from None
+            state.model = new
+        log.info("reloaded %s: %d users, %d streamers", settings.model_path, new.n_users, new.n_streamers)
+        return Reloaded(
+            status="reloaded",
+            created_at=new.metadata.get("created_at"),
+            previous_created_at=old.metadata.get("created_at"),
+            users=new.n_users,
+            streamers=new.n_streamers,
         )
 
     return app

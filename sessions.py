@@ -36,6 +36,7 @@ UID, SESSION, STREAMER, START, END = COLUMNS = (
 INTEGER, ISO = "integer", "iso8601"  # the two time formats
 _GZIP_MAGIC = b"\x1f\x8b"
 _SNIFF_BYTES = 64 * 1024
+_MAX_TIME = 2**53  # integer times beyond this are not exact in float64 and not plausible
 
 
 class DataError(ValueError):
@@ -64,6 +65,10 @@ class Sessions:
         return f"dropped {sum(self.dropped.values()):,} rows: {parts}"
 
 
+def _undecodable(path: Path, exc: UnicodeDecodeError) -> DataError:
+    return DataError(f"{path}: expected UTF-8 text; found undecodable bytes ({exc.reason} at byte {exc.start})")
+
+
 def _open_text(path: Path) -> io.TextIOBase:
     """Open plain or gzip text as UTF-8, after checking the file looks like text."""
     with open(path, "rb") as raw:
@@ -77,7 +82,8 @@ def _open_text(path: Path) -> io.TextIOBase:
             raise DataError(f"{path}: expected gzip-compressed CSV; found a broken gzip stream ({exc})") from None
     if b"\x00" in head:
         raise DataError(f"{path}: expected a text CSV; found binary data (NUL bytes in the first {len(head):,} bytes)")
-    return opener(path, "rt", encoding="utf-8", newline="")
+    # utf-8-sig: files saved by spreadsheet tools often start with a byte-order mark.
+    return opener(path, "rt", encoding="utf-8-sig", newline="")
 
 
 def _first_record(path: Path) -> list[str]:
@@ -87,9 +93,7 @@ def _first_record(path: Path) -> list[str]:
                 if any(cell.strip() for cell in record):
                     return record
         except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{path}: expected UTF-8 text; found undecodable bytes ({exc.reason} at byte {exc.start})"
-            ) from None
+            raise _undecodable(path, exc) from None
         except csv.Error as exc:
             raise DataError(f"{path}: expected CSV; found {exc}") from None
     raise DataError(f"{path}: expected CSV rows of {','.join(COLUMNS)}; found an empty file")
@@ -137,10 +141,11 @@ def _parse_times(frame: pd.DataFrame, path: Path, first_line: int) -> tuple[pd.D
     start_int = pd.to_numeric(start_txt, errors="coerce")
     end_int = pd.to_numeric(end_txt, errors="coerce")
     is_int = (start_int.notna() & end_int.notna()).to_numpy()
-    # Integers must be whole numbers; "1.5" is not a time step.
+    # Integers must be whole numbers ("1.5" is not a time step) that int64 holds exactly.
     if is_int.any():
         whole = ((start_int % 1 == 0) & (end_int % 1 == 0)).to_numpy()
-        is_int = is_int & whole
+        in_range = ((start_int.abs() <= _MAX_TIME) & (end_int.abs() <= _MAX_TIME)).to_numpy()
+        is_int = is_int & whole & in_range
     if is_int.all():
         return (
             frame.assign(**{START: start_int.astype("int64"), END: end_int.astype("int64")}),
@@ -197,11 +202,13 @@ def read_sessions(path: str | Path) -> Sessions:
                 skipinitialspace=True,
             )
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: expected UTF-8 text; found undecodable bytes ({exc.reason} at byte {exc.start})"
-        ) from None
+        raise _undecodable(path, exc) from None
+    except (EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: expected a complete gzip stream; found {exc}") from None
     except (pd.errors.ParserError, csv.Error, ValueError) as exc:
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        message = message.replace("Error tokenizing data. C error: ", "")
+        message = message[:1].lower() + message[1:]
         raise DataError(f"{path}: expected well-formed CSV; found {message}") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     frame = frame[list(COLUMNS)]
@@ -223,13 +230,14 @@ def read_sessions(path: str | Path) -> Sessions:
     drop((frame[STREAMER] == "").to_numpy(), "blank streamer_name")
     if frame.empty:
         raise DataError(f"{path}: expected rows with a uid and a streamer_name; found none in {rows_read:,} rows")
+    example = f"{frame[START].iloc[0]!s},{frame[END].iloc[0]!s}"
     frame, time_format, bad_time = _parse_times(frame, path, first_line)
     if bad_time.all():
         raise DataError(
-            f"{path}: expected integer or ISO-8601 times in time_start and time_end; found none that "
-            f"parse (e.g. {frame[START].iloc[0]!r})"
+            f"{path}: expected whole-number or ISO-8601 times in time_start and time_end; found none that "
+            f"parse (first row: {example[:80]!r})"
         )
-    drop(bad_time, "time that does not parse")
+    drop(bad_time, "missing or unparseable time")
     drop((frame[END] < frame[START]).to_numpy(), "time_end before time_start")
     drop(frame.duplicated(keep="first").to_numpy(), "duplicate row")
     if frame.empty:

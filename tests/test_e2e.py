@@ -2,45 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
 import httpx2 as httpx
 import pytest
 
-from conftest import GROUP_A, GROUP_B, ROOT, clean_env, run_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_path, *args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "platform.py", "--port", str(port), "--model", str(model_path), *args],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early: {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become ready in 60 s")
+from conftest import GROUP_A, GROUP_B, free_port, run_cli, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +15,7 @@ def server(tmp_path_factory, block_csv):
     assert result.returncode == 0, result.stderr
     proc, base = start_server(model)
     yield base
-    proc.terminate()
-    proc.wait(timeout=20)
+    stop_server(proc)
 
 
 def test_trained_groups_are_served(server):
@@ -80,8 +44,7 @@ def test_two_workers_serve(block_model_path):
         bodies = [httpx.get(f"{base}/recomendations/user/1").json() for _ in range(6)]
         assert all(b["source"] == "personal" for b in bodies)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
 
 
 def test_missing_model_is_one_clear_line(tmp_path):

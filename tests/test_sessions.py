@@ -57,7 +57,7 @@ def test_unusable_rows_are_dropped_and_counted(tmp_path):
     assert s.dropped == {
         "blank uid": 1,
         "blank streamer_name": 1,
-        "time that does not parse": 1,
+        "missing or unparseable time": 1,
         "time_end before time_start": 1,
         "duplicate row": 1,
     }

@@ -1,0 +1,154 @@
+"""Sustained load on a real server: zero errors and flat memory, or exit 1.
+
+    python bench/soak.py --model models/model.pkl --seconds 300 --concurrency 16
+
+Starts `python platform.py` on a free local port, then keeps `--concurrency` clients busy for
+`--seconds` with requests for many distinct viewers (90% known to the model, 10% never seen
+before, each unknown id new), random k in 1..100 and random exclude_watched. It samples the
+server's resident memory every second and compares the last sample with the one taken after
+the first quarter (warm-up). Prints a summary and, last, one JSON line with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx2 as httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # project modules; platform.py hands over the standard module
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "platform.py", "--model", str(model), "--port", str(port)],
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not start in 60 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=ROOT / "models/model.pkl", help="model file to serve")
+    parser.add_argument("--seconds", type=float, default=300, help="how long to keep the load on")
+    parser.add_argument("--concurrency", type=int, default=16, help="client threads")
+    parser.add_argument("--max-growth-mb", type=float, default=20.0, help="allowed RSS growth after warm-up")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the request mix")
+    args = parser.parse_args(argv)
+
+    from recommender import load_model
+
+    known = load_model(args.model).users.ids.tolist()
+    log = Path("/tmp") / f"soak-server-{time.time_ns()}.log"
+    proc, base = start(args.model, log)
+    statuses: Counter = Counter()
+    errors: list[str] = []
+    users_seen: set[str] = set()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(worker: int) -> None:
+        rng = random.Random(args.seed * 1000 + worker)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                uid = rng.choice(known) if rng.random() < 0.9 else f"new-{worker}-{n}"
+                params = {"k": rng.randint(1, 100), "exclude_watched": rng.choice(["true", "false"])}
+                try:
+                    r = http.get(f"/recomendations/user/{uid}", params=params)
+                    ok = r.status_code == 200 and len(r.json()["recommendations"]) >= 1
+                    status = r.status_code
+                except (httpx.HTTPError, ValueError) as exc:
+                    ok, status = False, type(exc).__name__
+                with lock:
+                    statuses[status] += 1
+                    users_seen.add(uid)
+                    if not ok and len(errors) < 10:
+                        errors.append(f"{uid}: {status}")
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.concurrency)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    samples: list[tuple[float, float]] = []
+    try:
+        while time.monotonic() - t0 < args.seconds:
+            time.sleep(1.0)
+            samples.append((time.monotonic() - t0, rss_mb(proc.pid)))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        elapsed = time.monotonic() - t0
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    warm = samples[max(0, len(samples) // 4 - 1)][1]
+    last = samples[-1][1]
+    total = sum(statuses.values())
+    failed = total - statuses.get(200, 0)
+    result = {
+        "seconds": round(elapsed, 1),
+        "requests": total,
+        "requests_per_second": round(total / elapsed, 1),
+        "distinct_users": len(users_seen),
+        "errors": failed,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "rss_mb_after_warmup": round(warm, 1),
+        "rss_mb_end": round(last, 1),
+        "rss_mb_max": round(max(r for _, r in samples), 1),
+        "rss_growth_mb": round(last - warm, 1),
+    }
+    print(
+        f"{total:,} requests in {elapsed:.0f}s ({result['requests_per_second']:,.0f}/s), "
+        f"{len(users_seen):,} distinct users, {failed} errors; RSS {warm:.1f} MB after warm-up, "
+        f"{last:.1f} MB at the end (max {result['rss_mb_max']:.1f} MB)"
+    )
+    for e in errors:
+        print(f"  error: {e}")
+    print(json.dumps(result))
+    return 0 if failed == 0 and last - warm <= args.max_growth_mb else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Hostile model files, odd URLs and admin reloads, against the real server process."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pickle
+import shutil
+import threading
+import time
+from urllib.parse import quote, urlsplit
+
+import httpx2 as httpx
+import pytest
+
+from conftest import free_port, run_cli, start_server, stop_server
+from recommender import FORMAT
+
+TOKEN = "s3cret-admin-token"
+
+
+# --- model files ------------------------------------------------------------------------------
+
+
+class _Exploit:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def model_files(tmp_path, block_model_path):
+    real = block_model_path.read_bytes()
+    return {
+        "tampered": pickle.dumps({"format": FORMAT, "format_version": 1, "als": _Exploit(tmp_path / "pwned")}),
+        "truncated": real[: len(real) // 3],
+        "not a model": b"PK\x03\x04 this is a zip file, not a model",
+        "a pickle of something else": pickle.dumps([1, 2, 3]),
+        "another format version": pickle.dumps({"format": FORMAT, "format_version": 0}),
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("tampered", "is not a trusted model file (refusing to load posix.system"),
+        ("truncated", "is truncated or not a model file"),
+        ("not a model", "is truncated or not a model file"),
+        ("a pickle of something else", "is not a model file of this service"),
+        ("another format version", "has model format version 0, this service reads version 1"),
+    ],
+)
+def test_bad_model_file_stops_startup_with_one_line(case, message, tmp_path, block_model_path):
+    path = tmp_path / "model.pkl"
+    path.write_bytes(model_files(tmp_path, block_model_path)[case])
+    result = run_cli("platform.py", "--model", str(path), "--port", str(free_port()), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {path} ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "pwned").exists()  # nothing from the file ran
+
+
+# --- odd URLs ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(block_model_path, tmp_path_factory):
+    # A private copy, so reload tests can replace it without touching the shared fixture.
+    path = tmp_path_factory.mktemp("served") / "model.pkl"
+    shutil.copy(block_model_path, path)
+    proc, base = start_server(path, ADMIN_TOKEN=TOKEN)
+    yield base, path
+    stop_server(proc)
+
+
+def raw_get(base: str, raw_path: str) -> tuple[int, dict]:
+    """Send the request line exactly as given (clients normalise `..` and escape bytes)."""
+    host = urlsplit(base)
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
+    try:
+        conn.putrequest("GET", raw_path, skip_accept_encoding=True)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "ストリーマー好き",
+        "🎮" * 50,
+        "x" * 5000,
+        "a/b/c",
+        "..",
+        "../../etc/passwd",
+        "with spaces",
+        "nul\x00byte",
+        "%",
+        "?k=1",
+        " 42 ",
+    ],
+)
+def test_any_user_id_the_url_can_carry_gets_a_list(server, user_id):
+    base, _ = server
+    status, body = raw_get(base, "/recomendations/user/" + quote(user_id, safe=""))
+    assert status == 200
+    assert body["user_id"] == user_id
+    assert body["source"] == "popular" and len(body["recommendations"]) == 10
+
+
+def test_unescaped_dot_segments_and_slashes(server):
+    base, _ = server
+    status, body = raw_get(base, "/recomendations/user/../1/./x")
+    assert status in (200, 404)  # a path the router may not match, but never a 5xx
+    status, body = raw_get(base, "/recomendations/user/1")
+    assert (status, body["source"]) == (200, "personal")
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("k=1.5", "k"),
+        ("k=", "k"),
+        ("k=" + "9" * 40, "k"),
+        ("k=-1", "k"),
+        ("k=%00", "k"),
+        ("exclude_watched=maybe", "exclude_watched"),
+        ("exclude_watched=", "exclude_watched"),
+    ],
+)
+def test_bad_query_values_are_422_naming_the_parameter(server, query, param):
+    base, _ = server
+    status, body = raw_get(base, f"/recomendations/user/1?{query}")
+    assert status == 422
+    assert body["detail"][0]["loc"] == ["query", param]
+    assert body["detail"][0]["msg"]
+
+
+def test_unknown_parameters_are_ignored(server):
+    base, _ = server
+    status, body = raw_get(base, "/recomendations/user/1?k=3&colour=blue&k2=9")
+    assert status == 200 and len(body["recommendations"]) == 3
+
+
+# --- admin reload -----------------------------------------------------------------------------
+
+
+def test_admin_needs_the_token(server):
+    base, _ = server
+    assert httpx.post(f"{base}/admin/reload").status_code == 401
+    assert httpx.post(f"{base}/admin/reload", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert httpx.post(f"{base}/admin/reload", headers={"Authorization": f"Basic {TOKEN}"}).status_code in (401, 403)
+    assert httpx.post(f"{base}/admin/reload", headers={"Authorization": "Bearer ünïcode".encode()}).status_code == 403
+
+
+def test_admin_is_off_without_a_token(block_model_path):
+    proc, base = start_server(block_model_path)
+    try:
+        r = httpx.post(f"{base}/admin/reload", headers={"Authorization": "Bearer anything"})
+        assert r.status_code == 404 and "ADMIN_TOKEN" in r.json()["detail"]
+    finally:
+        stop_server(proc)
+
+
+def retrain(block_csv, path, seed: int) -> None:
+    result = run_cli(
+        "als_fit.py", "--data", str(block_csv), "--model", str(path), "--factors", "2", "--random-state", str(seed)
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_reload_swaps_without_failing_requests_and_survives_a_broken_file(server, block_csv, tmp_path):
+    base, path = server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def hammer():
+        with httpx.Client(base_url=base, timeout=10) as client:
+            while not stop.is_set():
+                statuses.append(client.get(f"/recomendations/user/{len(statuses) % 70}").status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        created = []
+        for seed in (1, 2):
+            time.sleep(1.0)  # created_at has one-second resolution
+            retrain(block_csv, path, seed)
+            r = httpx.post(f"{base}/admin/reload", headers=auth, timeout=30)
+            assert r.status_code == 200, r.text
+            created.append(r.json()["created_at"])
+        assert created[0] != created[1]
+        assert httpx.get(f"{base}/health").json()["created_at"] == created[1]
+
+        # A broken file: the reload says why and the previous model keeps serving.
+        path.write_bytes(b"garbage")
+        r = httpx.post(f"{base}/admin/reload", headers=auth, timeout=30)
+        assert r.status_code == 409
+        assert "still serving the model created at" in r.json()["detail"] and "truncated" in r.json()["detail"]
+        assert httpx.get(f"{base}/health").json()["created_at"] == created[1]
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(statuses) > 100
+    assert set(statuses) == {200}
