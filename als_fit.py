@@ -31,27 +31,32 @@ from threadpoolctl import threadpool_limits
 
 from cold_start import POPULARITY_BY, PopularityRecommender
 from interactions import STRENGTHS, Interactions, aggregate
-from ranking import RankerWeights, fit_logistic
+from ranking import RankerWeights, catalog_scores, fit_logistic, pair_features, top_n_rows
 from recommender import FORMAT_VERSION, ModelError, Recommender, check_writable, save_model
 from sessions import START, STREAMER, UID, DataError, Sessions, read_sessions
 
 log = logging.getLogger("als_fit")
 
-RANKER_MAX_USERS = 20_000  # validation users the ranker learns from (a deterministic sample)
-RANKER_NEGATIVES = 40  # sampled negative candidates per validation user
+RANKER_MAX_USERS = 5_000  # validation users the ranker learns from (a deterministic sample)
+RANKER_NEGATIVES = 40  # sampled negative pairs per validation user
+RANKER_ALS_CANDIDATES = 100  # top ALS streamers per validation user among the ranker's pairs
+RANKER_POPULAR_CANDIDATES = 20  # most popular streamers among them
+RANKER_RANDOM_CANDIDATES = 20  # uniformly drawn catalog streamers among them
 
 
 @dataclass
 class TrainParams:
     factors: int = 64  # latent dimensions; 32-128
-    iterations: int = 15  # ALS sweeps; 10-30
+    iterations: int = 15  # ALS sweeps on the time before the validation period; 10-30
+    refresh_iterations: int = 1  # further sweeps on all the data, warm-started; 1-5
     regularization: float = 0.1  # L2 on factors (implicit does not scale it by counts); 0.01-1
     alpha: float = 10.0  # confidence = alpha * strength (implicit adds no 1); 1-40
     random_state: int = 42  # seed of the factor initialisation: same data, same model
     strength: str = "binary"  # how a pair's sessions become one number: see STRENGTHS
     popularity_by: str = "viewers"  # popularity measure for cold start: see cold_start.py
     popularity_window: float = 0.25  # recent share of the time span popularity counts; (0, 1]
-    min_viewers: int = 2  # distinct viewers a streamer needs before ALS may propose it
+    min_viewers: int = 2  # distinct viewers a streamer needs to be recommended to newcomers
+    catalog_size: int = 5000  # at most this many streamers (the most viewed) for newcomers
     validation_fraction: float = 0.1  # last share of the time span the ranker learns from
 
 
@@ -76,9 +81,10 @@ class Timer:
         return _Step()
 
 
-def fit_als(user_items, params: TrainParams, show_progress: bool = False):
+def fit_als(user_items, params: TrainParams, show_progress: bool = False, init=None, iterations: int | None = None):
     """implicit's CPU ALS (never the GPU factory) on a users x streamers CSR, BLAS single-threaded
-    as implicit requires (its own threads do the parallel work)."""
+    as implicit requires (its own threads do the parallel work). `init` = (user, item) factors to
+    start from instead of random ones."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     with threadpool_limits(1, "blas"):
@@ -86,32 +92,70 @@ def fit_als(user_items, params: TrainParams, show_progress: bool = False):
             factors=params.factors,
             regularization=params.regularization,
             alpha=params.alpha,
-            iterations=params.iterations,
+            iterations=iterations or params.iterations,
             random_state=params.random_state,
         )
+        if init is not None:
+            als.user_factors, als.item_factors = init
         als.fit(user_items, show_progress=show_progress)
     return als
 
 
+def warm_start(previous: Recommender, inter: Interactions, params: TrainParams) -> tuple[np.ndarray, np.ndarray]:
+    """Factors for `inter`'s ids: copied from `previous` where it knows the id, small random
+    values (implicit's own initialisation) for ids it has never seen."""
+    rng = np.random.default_rng(params.random_state)
+
+    def carry(ids, old_ids, old_factors) -> np.ndarray:
+        out = (rng.random((len(ids), params.factors), dtype=np.float32) * 0.01).astype(old_factors.dtype)
+        rows = old_ids.rows(ids.ids)
+        known = rows >= 0
+        out[known] = old_factors[rows[known]]
+        return out
+
+    return (
+        carry(inter.users, previous.users, previous.als.user_factors),
+        carry(inter.streamers, previous.streamers, previous.als.item_factors),
+    )
+
+
+def choose_catalog(inter: Interactions, params: TrainParams) -> np.ndarray:
+    """Streamer rows worth recommending to someone who never watched them: at least
+    `min_viewers` distinct viewers, the `catalog_size` most viewed. A streamer seen by one
+    viewer in weeks has no evidence behind it; the tail costs ranking time and gains little."""
+    viewers = np.bincount(inter.count.indices, minlength=len(inter.streamers))
+    eligible = np.flatnonzero(viewers >= params.min_viewers)
+    if len(eligible) == 0:  # a tiny log: anything goes
+        eligible = np.arange(len(inter.streamers))
+    order = np.lexsort((eligible, -viewers[eligible]))
+    return np.sort(eligible[order[: params.catalog_size]])
+
+
 def fit_base(
-    frame: pd.DataFrame, time_format: str, params: TrainParams, timer: Timer | None = None, show_progress: bool = False
+    frame: pd.DataFrame,
+    time_format: str,
+    params: TrainParams,
+    timer: Timer | None = None,
+    show_progress: bool = False,
+    previous: Recommender | None = None,
 ) -> tuple[Recommender, Interactions]:
-    """ALS, history and popularity on `frame`, with prior ranker weights."""
+    """ALS, history and popularity on `frame`, with prior ranker weights and no ranked lists.
+    With `previous`, ALS starts from its factors and runs `refresh_iterations` sweeps."""
     timer = timer or Timer()
     with timer("aggregate"):
         inter = aggregate(frame, time_format)
         user_items = inter.strength(params.strength)
     with timer("als"):
-        als = fit_als(user_items, params, show_progress)
+        if previous is None:
+            als = fit_als(user_items, params, show_progress)
+        else:
+            init = warm_start(previous, inter, params)
+            als = fit_als(user_items, params, show_progress, init=init, iterations=params.refresh_iterations)
     with timer("popularity"):
         pop = PopularityRecommender(params.popularity_by, params.popularity_window)
         pop.fit(frame, time_format, streamers=inter.streamers)
         popularity = np.zeros(len(inter.streamers), dtype=np.float32)
         popularity[pop.ranking] = pop.scores
-        viewers = np.bincount(inter.count.indices, minlength=len(inter.streamers))
-        catalog = np.flatnonzero(viewers >= params.min_viewers)
-        if len(catalog) == 0:  # a tiny log: let ALS propose anything
-            catalog = np.arange(len(inter.streamers))
     model = Recommender(
         als=als,
         users=inter.users,
@@ -121,7 +165,7 @@ def fit_base(
         last_seen=inter.last_seen,
         popularity=popularity,
         popular_ranking=pop.ranking,
-        catalog=catalog,
+        catalog=choose_catalog(inter, params),
         time_max=inter.time_max,
         time_span=max(inter.time_max - inter.time_min, 1),
         rankers={"all": RankerWeights.prior(), "new": RankerWeights.prior(discovery=True)},
@@ -132,35 +176,54 @@ def fit_base(
 def learn_rankers(
     base: Recommender, future: pd.DataFrame, max_users: int = RANKER_MAX_USERS, seed: int = 0
 ) -> dict[str, RankerWeights]:
-    """Fit the `all` and `new` rankers: for users of `base` active in `future`, candidates from
-    `base` are labelled by whether the user watched them in `future`. Each user weighs the same;
-    negatives are subsampled to RANKER_NEGATIVES per user and up-weighted to compensate."""
+    """Fit the `all` and `new` rankers. For users of `base` active in `future`, the pairs are
+    their watched streamers, their top ALS streamers, the most popular ones and a random sample
+    of the catalog (the ranker scores the whole catalog when serving), labelled by whether the
+    user watched them in `future`. Each user weighs the same; negatives are subsampled to
+    RANKER_NEGATIVES per user and up-weighted to compensate."""
     rows = base.users.rows(future[UID])
     cols = base.streamers.rows(future[STREAMER])
     keep = (rows >= 0) & (cols >= 0)
-    positives = pd.Series(cols[keep]).groupby(rows[keep]).unique()
-    users = positives.index.to_numpy()
+    positive_keys = pd.unique(rows[keep].astype(np.int64) * base.n_streamers + cols[keep])
+    users = np.sort(pd.unique(rows[keep]))
     rng = np.random.default_rng(seed)
     if len(users) > max_users:
         users = np.sort(rng.choice(users, max_users, replace=False))
-    xs, ys, ws = [], [], []
-    with threadpool_limits(1, "blas"):
-        for row in users.tolist():
-            cands = base.candidates(row, exclude_watched=False, k=10)
-            y = np.isin(cands, positives[row])
-            rate = min(1.0, RANKER_NEGATIVES / max(1, len(cands) - y.sum()))
-            sample = y | (rng.random(len(cands)) < rate)
-            xs.append(base.features(row, cands[sample]))
-            ys.append(y[sample])
-            ws.append(np.where(y[sample], 1.0, 1.0 / rate) / len(cands))
     priors = {"all": RankerWeights.prior(), "new": RankerWeights.prior(discovery=True)}
-    if not xs:
+    if len(users) == 0:
         return priors
-    x, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+
+    s = catalog_scores(base, users)
+    best = s.max(axis=1)
+    als_top = base.catalog[top_n_rows(s, min(RANKER_ALS_CANDIDATES, s.shape[1]))]
+    random_items = base.catalog[rng.integers(0, len(base.catalog), (len(users), RANKER_RANDOM_CANDIDATES))]
+    popular = np.broadcast_to(
+        base.popular_ranking[:RANKER_POPULAR_CANDIDATES], (len(users), min(RANKER_POPULAR_CANDIDATES, base.n_streamers))
+    )
+    cand_u = np.repeat(users, als_top.shape[1] + random_items.shape[1] + popular.shape[1])
+    cand_i = np.concatenate([als_top, random_items, popular], axis=1).ravel()
+    lo, hi = base.count.indptr[users], base.count.indptr[users + 1]
+    watched_u = np.repeat(users, hi - lo)
+    watched_i = np.concatenate([base.count.indices[a:b] for a, b in zip(lo, hi, strict=True)])
+    key = np.sort(
+        pd.unique(np.concatenate([cand_u * base.n_streamers + cand_i, watched_u * base.n_streamers + watched_i]))
+    )
+    pair_u, pair_i = key // base.n_streamers, key % base.n_streamers
+    y = np.isin(key, positive_keys)
+
+    # Subsample negatives per user, weight every user the same.
+    n_pairs = np.bincount(np.searchsorted(users, pair_u), minlength=len(users))
+    n_neg = n_pairs - np.bincount(np.searchsorted(users, pair_u), weights=y, minlength=len(users))
+    user_of = np.searchsorted(users, pair_u)
+    rate = np.minimum(1.0, RANKER_NEGATIVES / np.maximum(n_neg, 1))[user_of]
+    sample = y | (rng.random(len(y)) < rate)
+    weight = (np.where(y, 1.0, 1.0 / rate) / n_pairs[user_of])[sample]
+    x = pair_features(base, pair_u[sample], pair_i[sample], best[user_of[sample]])
+    y = y[sample]
     rankers = {}
     for name, mask in (("all", np.ones(len(y), bool)), ("new", x[:, 0] == 0)):
         if y[mask].any() and not y[mask].all():
-            rankers[name] = fit_logistic(x[mask], y[mask].astype(float), w[mask])
+            rankers[name] = fit_logistic(x[mask], y[mask].astype(float), weight[mask])
         else:
             rankers[name] = priors[name]
     return rankers
@@ -177,27 +240,26 @@ def split_by_time(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, p
 def train(
     sessions: Sessions, params: TrainParams, timer: Timer | None = None, show_progress: bool = False
 ) -> Recommender:
-    """The whole model: ranker weights from a validation period, then ALS on everything."""
+    """The whole model. ALS is fitted on the time before a validation period and the ranker's
+    weights are learned on that period; then ALS is refreshed on all the data from those factors
+    (a few sweeps instead of a second full fit) and every user's ranked lists are built."""
     timer = timer or Timer()
     frame, fmt = sessions.frame, sessions.time_format
     past, future, cut = split_by_time(frame, params.validation_fraction)
-    rankers = None
+    previous, rankers = None, None
     if len(past) and len(future):
-        log.info(
-            "learning ranker weights: fit on %s sessions before %s, labels from %s after",
-            f"{len(past):,}",
-            cut,
-            f"{len(future):,}",
-        )
+        log.info("ALS on %s sessions before %s; ranker labels from %s after", f"{len(past):,}", cut, f"{len(future):,}")
         with timer("validation"):
-            base, _ = fit_base(past, fmt, params, Timer())
+            previous, _ = fit_base(past, fmt, params, Timer(), show_progress)
         with timer("ranker"):
-            rankers = learn_rankers(base, future)
+            rankers = learn_rankers(previous, future)
     else:
         log.warning("log too short to hold out a validation period; using prior ranker weights")
-    model, inter = fit_base(frame, fmt, params, timer, show_progress)
+    model, _ = fit_base(frame, fmt, params, timer, show_progress, previous=previous)
     if rankers is not None:
         model.rankers = rankers
+    with timer("lists"):
+        model.build_lists()
     return model
 
 
@@ -220,7 +282,10 @@ def build_parser(settings) -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=str(settings.model_path), help="model file to write")
     p.add_argument("--factors", type=int, default=d.factors, help="ALS latent dimensions")
-    p.add_argument("--iterations", type=int, default=d.iterations, help="ALS iterations")
+    p.add_argument("--iterations", type=int, default=d.iterations, help="ALS iterations before the validation period")
+    p.add_argument(
+        "--refresh-iterations", type=int, default=d.refresh_iterations, help="ALS iterations on all data, warm-started"
+    )
     p.add_argument("--regularization", type=float, default=d.regularization, help="ALS L2 regularization")
     p.add_argument("--alpha", type=float, default=d.alpha, help="ALS confidence scale")
     p.add_argument("--random-state", type=int, default=d.random_state, help="seed")
@@ -233,7 +298,10 @@ def build_parser(settings) -> argparse.ArgumentParser:
         help="recent share of the time span for popularity",
     )
     p.add_argument(
-        "--min-viewers", type=int, default=d.min_viewers, help="viewers a streamer needs to be proposed by ALS"
+        "--min-viewers", type=int, default=d.min_viewers, help="viewers a streamer needs to be recommended to newcomers"
+    )
+    p.add_argument(
+        "--catalog-size", type=int, default=d.catalog_size, help="most-viewed streamers recommendable to newcomers"
     )
     p.add_argument(
         "--validation-fraction",
@@ -249,6 +317,8 @@ def params_from_args(args: argparse.Namespace) -> TrainParams:
     checks = [
         (params.factors >= 1, f"--factors must be >= 1; got {params.factors}"),
         (params.iterations >= 1, f"--iterations must be >= 1; got {params.iterations}"),
+        (params.refresh_iterations >= 1, f"--refresh-iterations must be >= 1; got {params.refresh_iterations}"),
+        (params.catalog_size >= 1, f"--catalog-size must be >= 1; got {params.catalog_size}"),
         (params.regularization >= 0, f"--regularization must be >= 0; got {params.regularization}"),
         (params.alpha > 0, f"--alpha must be > 0; got {params.alpha}"),
         (0 < params.popularity_window <= 1, f"--popularity-window must be in (0, 1]; got {params.popularity_window}"),

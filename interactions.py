@@ -43,7 +43,12 @@ class IdMap:
         return self.index.get(external)
 
     def rows(self, externals) -> np.ndarray:
-        """Rows of the given ids, -1 for unknown ones."""
+        """Rows of the given ids, -1 for unknown ones. A categorical Series is looked up once per
+        distinct value."""
+        if isinstance(externals, pd.Series) and isinstance(externals.dtype, pd.CategoricalDtype):
+            per_category = self.rows(externals.cat.categories)
+            codes = externals.cat.codes.to_numpy()
+            return np.where(codes >= 0, per_category[codes], -1)
         return np.array([self.index.get(str(e), -1) for e in externals], dtype=np.int64)
 
 
@@ -84,6 +89,19 @@ def session_lengths(frame: pd.DataFrame, time_format: str) -> np.ndarray:
     return length + 1.0 if time_format == INTEGER else length
 
 
+def _encode(column: pd.Series, ids: IdMap | None) -> tuple[np.ndarray, IdMap]:
+    """Row numbers for a column of ids: in `ids` when given (-1 for unknown), else in a new map of
+    the ids present, in order of first appearance."""
+    if ids is not None:
+        return ids.rows(column), ids
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # Factorise the integer codes, not the strings: categories may include unused ids.
+        codes, used = pd.factorize(column.cat.codes.to_numpy(), sort=False)
+        return codes, IdMap(np.asarray(column.cat.categories[used], dtype=str))
+    codes, uniques = pd.factorize(column, sort=False)
+    return codes, IdMap(np.asarray(uniques, dtype=str))
+
+
 def aggregate(
     sessions: Sessions | pd.DataFrame,
     time_format: str | None = None,
@@ -100,16 +118,8 @@ def aggregate(
     else:
         frame = sessions
     assert time_format is not None
-    if users is None:
-        codes_u, uniq_u = pd.factorize(frame[UID], sort=False)
-        users = IdMap(np.asarray(uniq_u, dtype=str))
-    else:
-        codes_u = users.rows(frame[UID])
-    if streamers is None:
-        codes_s, uniq_s = pd.factorize(frame[STREAMER], sort=False)
-        streamers = IdMap(np.asarray(uniq_s, dtype=str))
-    else:
-        codes_s = streamers.rows(frame[STREAMER])
+    codes_u, users = _encode(frame[UID], users)
+    codes_s, streamers = _encode(frame[STREAMER], streamers)
     keep = (codes_u >= 0) & (codes_s >= 0)
     lengths = session_lengths(frame, time_format)[keep]
     ends = frame[END].to_numpy()[keep]

@@ -1,5 +1,5 @@
-"""The served ranking: candidates from a viewer's own history, ALS and popularity, scored by a
-small logistic ranker whose weights are learned on a validation period.
+"""The served ranking: a small logistic ranker over a viewer's own history, ALS and popularity,
+with weights learned on a validation period, applied to every (viewer, streamer) pair in batch.
 
 Why: on live-streaming data most viewing is repeat viewing, so "the viewer's own most-watched
 streamers" beats plain ALS, while ALS is far better than popularity at finding new streamers
@@ -12,26 +12,34 @@ weights work for integer steps and for timestamps:
 - watch_share:    watch time with the streamer / all the viewer's watch time
 - recency:        exp(-age / 5% of the log's span), age = time since last watched; 0 if never
 - als:            the ALS score (user factors . streamer factors)
-- als_rank:       log(1 + rank of the ALS score among this viewer's candidates): ALS scores are on
-                  a different scale for every viewer, their order is not
+- als_gap:        the viewer's best ALS score over the catalog minus this one: ALS scores sit on
+                  a different scale for every viewer, the gap to their best does not
 - popularity:     log(1 + recent distinct viewers), scaled to [0, 1]
 
 Two weight vectors are learned: `all` (the default ranking) and `new` (the discovery ranking
-behind exclude_watched, trained on never-watched candidates only).
+behind exclude_watched, trained on never-watched pairs only).
+
+Because the scorer is linear, a viewer's score for every catalog streamer is one matrix product
+plus per-streamer and per-viewer terms; the few watched pairs get their history terms added. So
+`ranked_lists` ranks the whole catalog for all viewers in batch, and serving is a lookup.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.optimize
 
-FEATURES = ("watched", "log_count", "count_share", "watch_share", "recency", "als", "als_rank", "popularity")
+if TYPE_CHECKING:
+    from recommender import Recommender
+
+FEATURES = ("watched", "log_count", "count_share", "watch_share", "recency", "als", "als_gap", "popularity")
+ALS, GAP, POP = FEATURES.index("als"), FEATURES.index("als_gap"), FEATURES.index("popularity")
 RECENCY_SCALE = 0.05  # share of the log's time span over which recency decays by e
-ALS_CANDIDATES = 100  # ALS candidates per viewer, on top of the viewer's history
-POPULAR_CANDIDATES = 20  # popular candidates per viewer
 L2 = 1.0  # ridge penalty of the logistic ranker, on standardised features
+CHUNK_USERS = 512  # viewers scored per matrix product; bounds the memory of batch ranking
 
 
 @dataclass
@@ -42,10 +50,16 @@ class RankerWeights:
     scale: np.ndarray
     coef: np.ndarray
     bias: float
-    learned: bool  # False when there was no validation period to learn from (prior weights)
+    learned: bool  # False when there was nothing to learn from (prior weights)
+
+    def linear(self) -> tuple[float, np.ndarray]:
+        """(c, w) with score = c + x . w on raw features."""
+        w = self.coef / self.scale
+        return float(self.bias - self.mean @ w), w
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.scale) @ self.coef + self.bias
+        c, w = self.linear()
+        return c + x @ w
 
     def to_dict(self) -> dict:
         return {
@@ -103,3 +117,119 @@ def top_n(scores: np.ndarray, n: int) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
     return part[np.lexsort((part, -scores[part]))]
+
+
+def top_n_rows(scores: np.ndarray, n: int) -> np.ndarray:
+    """Column indices of the n largest scores of every row, best first (-inf entries last)."""
+    rows, cols = scores.shape
+    n = min(n, cols)
+    if n < cols:
+        part = np.argpartition(scores, cols - n, axis=1)[:, cols - n :]
+    else:
+        part = np.tile(np.arange(cols), (rows, 1))
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def pair_features(model: Recommender, users: np.ndarray, items: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """FEATURES for (users[j], items[j]) pairs; `best[j]` is users[j]'s best catalog ALS score."""
+    x = np.zeros((len(users), len(FEATURES)), dtype=np.float64)
+    if len(users) == 0:
+        return x
+    pos = np.searchsorted(model.history_keys, users.astype(np.int64) * model.n_streamers + items)
+    pos = np.minimum(pos, len(model.history_keys) - 1)
+    seen = model.history_keys[pos] == users.astype(np.int64) * model.n_streamers + items
+    e, u = pos[seen], users[seen]
+    count = model.count.data[e]
+    x[seen, 0] = 1.0
+    x[seen, 1] = np.log1p(count)
+    x[seen, 2] = count / np.maximum(model.user_totals[u], 1e-9)
+    x[seen, 3] = model.watch_time.data[e] / np.maximum(model.user_watch_totals[u], 1e-9)
+    age = (model.time_max - model.last_seen.data[e]) / max(model.time_span, 1)
+    x[seen, 4] = np.exp(-age / RECENCY_SCALE)
+    als = np.einsum("ij,ij->i", model.als.user_factors[users], model.als.item_factors[items])
+    x[:, ALS] = als
+    x[:, GAP] = best - als
+    x[:, POP] = model.pop_feature[items]
+    return x
+
+
+def catalog_scores(model: Recommender, rows: np.ndarray) -> np.ndarray:
+    """ALS scores of `rows` against the catalog: a (len(rows), len(catalog)) float32 matrix."""
+    return model.als.user_factors[rows] @ model.catalog_factors.T
+
+
+def ranked_lists(
+    model: Recommender, rankers: dict[str, RankerWeights], n: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
+    shape (n_users, n), best first, short rows padded with id -1 and score -inf.
+
+    Candidates are the catalog plus every watched streamer for `all`, and the catalog minus
+    watched streamers for `new` (exclude_watched). One matrix product per chunk of users serves
+    both rankers."""
+    catalog_pos = np.full(model.n_streamers, -1, dtype=np.int64)
+    catalog_pos[model.catalog] = np.arange(len(model.catalog))
+    linear = {name: w.linear() for name, w in rankers.items()}
+    pop_terms = {
+        name: (w[POP] * model.pop_feature[model.catalog]).astype(np.float32) for name, (_, w) in linear.items()
+    }
+    out = {}
+    for name in ("all", "new"):
+        width = min(n, len(model.catalog) + (model.n_streamers if name == "all" else 0))
+        out[name] = (
+            np.full((model.n_users, width), -1, np.int32),
+            np.full((model.n_users, width), -np.inf, np.float32),
+        )
+    indptr, indices = model.count.indptr, model.count.indices
+    for lo in range(0, model.n_users, CHUNK_USERS):
+        hi = min(lo + CHUNK_USERS, model.n_users)
+        s = catalog_scores(model, np.arange(lo, hi))
+        best = s.max(axis=1) if s.shape[1] else np.zeros(hi - lo, np.float32)
+        wu = np.repeat(np.arange(lo, hi), np.diff(indptr[lo : hi + 1]))  # watched pairs of the chunk
+        wi = indices[indptr[lo] : indptr[hi]].astype(np.int64)
+        in_cat = catalog_pos[wi] >= 0
+        at = (wu[in_cat] - lo, catalog_pos[wi[in_cat]])
+        for name, (ids, scores) in out.items():
+            c, w = linear[name]
+            # Python floats keep the float32 matrix float32 (NumPy 2 promotion rules).
+            dense = s * float(w[ALS] - w[GAP])
+            dense += (c + w[GAP] * best).astype(np.float32)[:, None]
+            dense += pop_terms[name]
+            if name == "new":
+                dense[at] = -np.inf
+                extra = None
+            else:
+                full = (c + pair_features(model, wu, wi, best[wu - lo]) @ w).astype(np.float32)
+                dense[at] = full[in_cat]
+                extra = (wu[~in_cat] - lo, wi[~in_cat], full[~in_cat])
+            top = top_n_rows(dense, min(ids.shape[1], dense.shape[1]))
+            top_ids = model.catalog[top]
+            top_scores = np.take_along_axis(dense, top, axis=1)
+            if extra is not None and len(extra[0]):
+                top_ids, top_scores = _merge_extra(top_ids, top_scores, *extra, width=ids.shape[1])
+            k = top_ids.shape[1]
+            ids[lo:hi, :k] = np.where(np.isfinite(top_scores), top_ids, -1)
+            scores[lo:hi, :k] = top_scores
+    return out
+
+
+def _merge_extra(
+    top_ids: np.ndarray,
+    top_scores: np.ndarray,
+    rows: np.ndarray,
+    items: np.ndarray,
+    item_scores: np.ndarray,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add per-row extra candidates (rows sorted ascending) to sorted top lists; keep `width`."""
+    first = np.searchsorted(rows, rows)
+    slot = np.arange(len(rows)) - first
+    pad_ids = np.full((top_ids.shape[0], slot.max() + 1), -1, dtype=np.int64)
+    pad_scores = np.full(pad_ids.shape, -np.inf, dtype=np.float32)
+    pad_ids[rows, slot] = items
+    pad_scores[rows, slot] = item_scores
+    all_ids = np.concatenate([top_ids, pad_ids], axis=1)
+    all_scores = np.concatenate([top_scores, pad_scores], axis=1)
+    best = top_n_rows(all_scores, min(width, all_scores.shape[1]))
+    return np.take_along_axis(all_ids, best, axis=1), np.take_along_axis(all_scores, best, axis=1)

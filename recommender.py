@@ -23,10 +23,10 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from interactions import IdMap
-from ranking import ALS_CANDIDATES, FEATURES, POPULAR_CANDIDATES, RECENCY_SCALE, RankerWeights, top_n
+from ranking import RankerWeights, ranked_lists
 
 FORMAT = "streamer-recommender"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: precomputed ranked lists
 PERSONAL, POPULAR = "personal", "popular"
 
 # (module, name) pairs a model file may reference; everything else is refused.
@@ -54,6 +54,9 @@ class _AllowListUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not a model component")
 
 
+LIST_LENGTH = 100  # precomputed ranking length per user: the API's largest k
+
+
 @dataclass
 class Recommender:
     """A trained model. Matrices are users x streamers CSR; rows follow `users` and `streamers`."""
@@ -66,19 +69,23 @@ class Recommender:
     last_seen: sp.csr_matrix  # latest time_end per pair, same pattern
     popularity: np.ndarray  # per streamer row: recent distinct viewers
     popular_ranking: np.ndarray  # streamer rows, most popular first (covers every streamer)
-    catalog: np.ndarray  # streamer rows that ALS may propose (enough viewers to be worth it)
+    catalog: np.ndarray  # streamer rows worth recommending to someone new to them
     time_max: int
     time_span: int
     rankers: dict[str, RankerWeights]  # "all" (served default) and "new" (exclude_watched)
     metadata: dict = field(default_factory=dict)
+    # Per user, the top LIST_LENGTH streamer rows and scores of each ranker, padded with -1.
+    lists: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.user_totals = np.asarray(self.count.sum(axis=1)).ravel()
         self.user_watch_totals = np.asarray(self.watch_time.sum(axis=1)).ravel()
-        self._pop_feature = (np.log1p(self.popularity) / max(np.log1p(self.popularity.max(initial=0.0)), 1e-9)).astype(
-            np.float32
-        )
-        self._catalog_factors = np.ascontiguousarray(self.als.item_factors[self.catalog])
+        top = max(float(self.popularity.max(initial=0.0)), 1.0)
+        self.pop_feature = (np.log1p(self.popularity) / np.log1p(top)).astype(np.float32)
+        self.catalog_factors = np.ascontiguousarray(self.als.item_factors[self.catalog])
+        # user * n_streamers + streamer for every history entry, sorted: pair lookups by bisection
+        entry_rows = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(self.count.indptr))
+        self.history_keys = entry_rows * self.n_streamers + self.count.indices
 
     @property
     def n_users(self) -> int:
@@ -95,50 +102,23 @@ class Recommender:
         lo, hi = self.count.indptr[row], self.count.indptr[row + 1]
         return self.count.indices[lo:hi], slice(lo, hi)
 
-    def candidates(self, row: int, exclude_watched: bool, k: int) -> np.ndarray:
-        """History (unless excluded), top ALS streamers and popular ones; at least k when the
-        catalog allows it."""
-        watched, _ = self.history(row)
-        als_scores = self._catalog_factors @ self.als.user_factors[row]
-        als_rows = self.catalog[top_n(als_scores, ALS_CANDIDATES + len(watched))]
-        pop_rows = self.popular_ranking[: max(POPULAR_CANDIDATES, k) + len(watched)]
-        parts = [als_rows, pop_rows] if exclude_watched else [watched, als_rows, pop_rows]
-        cands = np.concatenate(parts)
-        _, first = np.unique(cands, return_index=True)
-        cands = cands[np.sort(first)]
-        if exclude_watched and len(watched):
-            cands = cands[~np.isin(cands, watched, assume_unique=True)]
-        return cands
-
-    def features(self, row: int, cands: np.ndarray) -> np.ndarray:
-        """One row of FEATURES per candidate streamer (see ranking.py)."""
-        watched, entries = self.history(row)
-        x = np.zeros((len(cands), len(FEATURES)), dtype=np.float64)
-        if len(watched):
-            pos = np.minimum(np.searchsorted(watched, cands), len(watched) - 1)
-            seen = watched[pos] == cands
-            e = np.arange(entries.start, entries.stop)[pos[seen]]
-            count = self.count.data[e]
-            x[seen, 0] = 1.0
-            x[seen, 1] = np.log1p(count)
-            x[seen, 2] = count / max(self.user_totals[row], 1e-9)
-            x[seen, 3] = self.watch_time.data[e] / max(self.user_watch_totals[row], 1e-9)
-            age = (self.time_max - self.last_seen.data[e]) / max(self.time_span, 1)
-            x[seen, 4] = np.exp(-age / RECENCY_SCALE)
-        als = self.als.item_factors[cands] @ self.als.user_factors[row]
-        x[:, 5] = als
-        rank = np.empty(len(cands))
-        rank[np.argsort(-als, kind="stable")] = np.arange(len(cands))
-        x[:, 6] = np.log1p(rank)
-        x[:, 7] = self._pop_feature[cands]
-        return x
+    def build_lists(self) -> None:
+        """Rank the catalog (and each user's history) for every user with both rankers."""
+        self.lists = ranked_lists(self, self.rankers, LIST_LENGTH)
 
     def recommend(self, row: int, k: int = 10, exclude_watched: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k streamer rows and ranker scores for a known user row."""
-        cands = self.candidates(row, exclude_watched, k)
-        scores = self.rankers["new" if exclude_watched else "all"].score(self.features(row, cands))
-        best = top_n(scores, k)
-        return cands[best], scores[best]
+        """Top-k streamer rows and ranker scores for a known user row. Lists shorter than k (a
+        catalog smaller than k) are topped up with popular streamers, scored below the list."""
+        ids, scores = self.lists["new" if exclude_watched else "all"]
+        top, top_s = ids[row, :k], scores[row, :k]
+        n = int(np.count_nonzero(top >= 0))
+        if n == k:
+            return top, top_s
+        top, top_s = top[:n], top_s[:n]
+        skip = np.concatenate([top, self.history(row)[0]]) if exclude_watched else top
+        extra = self.popular_ranking[~np.isin(self.popular_ranking, skip)][: k - n]
+        floor = float(top_s[-1]) if n else 0.0
+        return np.concatenate([top, extra]), np.concatenate([top_s, floor - 1.0 - np.arange(len(extra))])
 
     def recommend_popular(self, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         rows = self.popular_ranking[:k]
@@ -178,6 +158,7 @@ class Recommender:
             "time_max": int(self.time_max),
             "time_span": int(self.time_span),
             "rankers": {name: w.to_dict() for name, w in self.rankers.items()},
+            "lists": {name: {"ids": ids, "scores": scores} for name, (ids, scores) in self.lists.items()},
         }
 
     @classmethod
@@ -203,6 +184,7 @@ class Recommender:
             time_span=payload["time_span"],
             rankers={name: RankerWeights.from_dict(d) for name, d in payload["rankers"].items()},
             metadata=payload["metadata"],
+            lists={name: (d["ids"], d["scores"]) for name, d in payload["lists"].items()},
         )
 
 

@@ -3,9 +3,9 @@
     python platform.py                 # the usual way (checks the model first)
     uvicorn service:app --workers 4    # also works: MODEL_PATH from the environment or .env
 
-The model is loaded once, in the lifespan handler, and kept on `app.state.model`; endpoints reach
-it through `get_model`, which tests may override. Ranking is a few small numpy operations per
-request, so the endpoints are plain `def` and run in the threadpool.
+The model is loaded once, in the lifespan handler, and kept on `app.state.served`; endpoints
+reach it through `get_served`, which tests may override. Every user's ranked lists are computed
+at training time, so a request is a slice and a JSON string: it runs on the event loop.
 
 `POST /admin/reload` swaps in a freshly loaded model with one reference assignment: a request
 holds the model it started with until it finishes, so none fails during a swap, and a file that
@@ -17,17 +17,18 @@ model and a reload reaches the one worker that answers it: restart the workers i
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from recommender import ModelError, Recommender, load_model
+from recommender import PERSONAL, POPULAR, ModelError, Recommender, load_model
 from settings import Settings, get_settings
 
 log = logging.getLogger("service")
@@ -68,11 +69,34 @@ class ErrorDetail(BaseModel):
     detail: str
 
 
-def get_model(request: Request) -> Recommender:
-    return request.app.state.model
+class ServedModel:
+    """The loaded model and what makes an answer cheap: every streamer name already JSON-encoded,
+    so a response is a few string joins around a slice of the precomputed lists."""
+
+    def __init__(self, model: Recommender):
+        self.model = model
+        self.names_json = [json.dumps(name) for name in model.streamers.ids.tolist()]
+
+    def answer(self, user_id: str, k: int, exclude_watched: bool) -> bytes:
+        """The JSON body of RecommendationResponse."""
+        row = self.model.users.get(user_id)
+        if row is None:
+            source, (rows, scores) = POPULAR, self.model.recommend_popular(k)
+        else:
+            source, (rows, scores) = PERSONAL, self.model.recommend(row, k, exclude_watched)
+        names = self.names_json
+        items = ",".join(
+            f'{{"streamer_name":{names[i]},"score":{s!r}}}' for i, s in zip(rows.tolist(), scores.tolist(), strict=True)
+        )
+        return f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
 
 
-Model = Annotated[Recommender, Depends(get_model)]
+async def get_served(request: Request) -> ServedModel:
+    # async: FastAPI would run a plain-def dependency in the threadpool, a costly hop per request
+    return request.app.state.served
+
+
+Served = Annotated[ServedModel, Depends(get_served)]
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN from the settings")
 
 
@@ -104,7 +128,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         model = recommender if recommender is not None else load_model(settings.model_path)
-        app.state.model = model
+        app.state.served = ServedModel(model)
         app.state.settings = settings
         app.state.reload_lock = threading.Lock()
         log.info(
@@ -114,7 +138,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             model.metadata.get("created_at"),
         )
         yield
-        app.state.model = None
+        app.state.served = None
 
     app = FastAPI(
         title="Streamer recommendations",
@@ -125,23 +149,20 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
 
     @app.get("/recomendations/user/{user_id:path}", response_model=RecommendationResponse)
     @app.get("/recommendations/user/{user_id:path}", response_model=RecommendationResponse, include_in_schema=False)
-    def recommendations(
-        model: Model,
+    async def recommendations(
+        served: Served,
         user_id: Annotated[str, Path(min_length=1, description="the viewer's uid as in the sessions file")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many streamers")] = 10,
         exclude_watched: Annotated[bool, Query(description="only streamers the viewer never watched")] = False,
-    ) -> RecommendationResponse:
+    ) -> Response:
         """Streamers for one viewer, best first. Unknown viewers get the popular list."""
-        source, items = model.recommend_for(user_id, k, exclude_watched)
-        return RecommendationResponse(
-            user_id=user_id,
-            source=source,
-            recommendations=[Recommendation(streamer_name=name, score=score) for name, score in items],
-        )
+        # A lookup in precomputed lists: microseconds, so it runs on the event loop.
+        return Response(served.answer(user_id, k, exclude_watched), media_type="application/json")
 
     @app.get("/health", response_model=Health)
-    def health(request: Request) -> Health:
-        model: Recommender | None = getattr(request.app.state, "model", None)
+    async def health(request: Request) -> Health:
+        served: ServedModel | None = getattr(request.app.state, "served", None)
+        model = served.model if served else None
         return Health(
             status="ok",
             model_loaded=model is not None,
@@ -160,9 +181,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         """Load the model file again and swap it in; on failure the old model keeps serving."""
         state = request.app.state
         with state.reload_lock:  # one reload at a time; requests are never blocked by it
-            old: Recommender = state.model
+            old: Recommender = state.served.model
             try:
                 new = load_model(settings.model_path)
+                served = ServedModel(new)
             except ModelError as exc:
                 log.error(
                     "reload failed; still serving the model created at %s: %s", old.metadata.get("created_at"), exc
@@ -170,7 +192,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                 raise HTTPException(
                     409, f"reload failed; still serving the model created at {old.metadata.get('created_at')}: {exc}"
                 ) from None
-            state.model = new
+            state.served = served  # one assignment: a request sees the old model or the new
         log.info("reloaded %s: %d users, %d streamers", settings.model_path, new.n_users, new.n_streamers)
         return Reloaded(
             status="reloaded",

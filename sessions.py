@@ -86,12 +86,14 @@ def _open_text(path: Path) -> io.TextIOBase:
     return opener(path, "rt", encoding="utf-8-sig", newline="")
 
 
-def _first_record(path: Path) -> list[str]:
+def _first_record(path: Path) -> tuple[list[str], int]:
+    """The first non-blank CSV record and how many lines it took to reach its end."""
     with _open_text(path) as text:
         try:
-            for record in csv.reader(text):
+            reader = csv.reader(text)
+            for record in reader:
                 if any(cell.strip() for cell in record):
-                    return record
+                    return record, reader.line_num
         except UnicodeDecodeError as exc:
             raise _undecodable(path, exc) from None
         except csv.Error as exc:
@@ -106,17 +108,17 @@ def _looks_like_time(cell: str) -> bool:
     return not pd.isna(pd.to_datetime(cell, format="ISO8601", errors="coerce", utc=True))
 
 
-def _detect_layout(path: Path, first: list[str]) -> tuple[str, int | None, list[str] | None]:
-    """Return (layout, header row for pandas, names for pandas)."""
+def _detect_layout(path: Path, first: list[str]) -> tuple[str, dict[str, int]]:
+    """(layout, position of each required column) from the first record."""
     names = [cell.strip().lower() for cell in first]
     found = [c for c in COLUMNS if c in names]
     if len(found) == len(COLUMNS):
-        return "header", 0, None
+        return "header", {c: names.index(c) for c in COLUMNS}
     if found:
         missing = ", ".join(c for c in COLUMNS if c not in names)
         raise DataError(f"{path}: header is missing column(s) {missing}; found columns {', '.join(names)}")
     if len(first) == len(COLUMNS) and _looks_like_time(first[3]) and _looks_like_time(first[4]):
-        return "twitch (no header)", None, list(COLUMNS)
+        return "twitch (no header)", {c: i for i, c in enumerate(COLUMNS)}
     shown = ",".join(first)[:120]
     raise DataError(
         f"{path}: expected a header with {','.join(COLUMNS)} or headerless rows of those five "
@@ -177,6 +179,78 @@ def _parse_times(frame: pd.DataFrame, path: Path, first_line: int) -> tuple[pd.D
     return frame.assign(**{START: seconds_start, END: seconds_end}), ISO, bad
 
 
+# Typed reads tried in order: exports with integer ids and times (the Twitch file) parse at C
+# speed; anything else falls through to reading text and parsing it here.
+_ATTEMPTS = (
+    {SESSION: "int64", START: "int64", END: "int64"},
+    {SESSION: str, START: "int64", END: "int64"},
+    {SESSION: str, START: str, END: str},
+)
+
+
+def _read_frame(path: Path, layout: str, positions: dict[str, int], skip: int) -> pd.DataFrame:
+    """All columns read (so ragged rows are caught), the five required ones kept and renamed."""
+    for attempt in _ATTEMPTS:
+        dtype = {positions[UID]: str, positions[STREAMER]: str}
+        dtype.update({positions[c]: t for c, t in attempt.items()})
+        try:
+            with _open_text(path) as text:
+                frame = pd.read_csv(
+                    text,
+                    header=None,
+                    skiprows=skip,
+                    dtype=dtype,
+                    keep_default_na=False,
+                    na_filter=False,
+                    skip_blank_lines=True,
+                    skipinitialspace=True,
+                )
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: expected at least one session row; found a header with no rows") from None
+        except UnicodeDecodeError as exc:
+            raise _undecodable(path, exc) from None
+        except (EOFError, gzip.BadGzipFile) as exc:
+            raise DataError(f"{path}: expected a complete gzip stream; found {exc}") from None
+        except (pd.errors.ParserError, csv.Error) as exc:
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            message = message.replace("Error tokenizing data. C error: ", "")
+            message = message[:1].lower() + message[1:]
+            raise DataError(f"{path}: expected well-formed CSV; found {message}") from None
+        except (ValueError, OverflowError):
+            continue  # a column is not all integers: try the next, more general read
+        if frame.shape[1] < len(COLUMNS) or (layout != "header" and frame.shape[1] != len(COLUMNS)):
+            raise DataError(f"{path}: expected {len(COLUMNS)} columns; found {frame.shape[1]}")
+        frame = frame[[positions[c] for c in COLUMNS]]
+        frame.columns = list(COLUMNS)
+        return frame
+    raise AssertionError("the last attempt reads text and cannot fail on types")
+
+
+def _clean_ids(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, names): ids stripped of surrounding whitespace, factorised. Blank ids get code -1.
+    Work happens on the distinct values, not on every row."""
+    codes, uniques = pd.factorize(frame[column], sort=False)
+    names = pd.Index(uniques).astype(str).str.strip()
+    new_codes, merged = pd.factorize(names, sort=False)  # " a" and "a" become one id
+    remap = np.where(np.asarray(merged)[new_codes] == "", -1, new_codes)
+    return remap[codes], np.asarray(merged, dtype=object)
+
+
+def _duplicates(codes_u: np.ndarray, codes_s: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Rows repeating an earlier (uid, streamer, time_start, time_end): the same session reported
+    twice. A 64-bit mix finds candidates fast; they are then compared exactly."""
+    key = codes_u.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    key ^= codes_s.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+    key ^= start.astype(np.uint64) * np.uint64(0x165667B19E3779F9)
+    key ^= end.astype(np.uint64) * np.uint64(0x27D4EB2F165667C5)
+    candidate = pd.Series(key).duplicated(keep=False).to_numpy()
+    out = np.zeros(len(key), dtype=bool)
+    if candidate.any():
+        exact = pd.DataFrame({"u": codes_u, "s": codes_s, "a": start, "b": end})[candidate]
+        out[candidate] = exact.duplicated(keep="first").to_numpy()
+    return out
+
+
 def read_sessions(path: str | Path) -> Sessions:
     """Read, validate and clean a sessions file. Raises DataError when nothing usable is left."""
     path = Path(path)
@@ -187,63 +261,60 @@ def read_sessions(path: str | Path) -> Sessions:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: expected CSV rows of {','.join(COLUMNS)}; found an empty file")
 
-    layout, header, names = _detect_layout(path, _first_record(path))
-    first_line = 2 if header == 0 else 1  # file line of the first data row (when no quoted newlines)
-    try:
-        with _open_text(path) as text:
-            frame = pd.read_csv(
-                text,
-                header=header,
-                names=names,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                skip_blank_lines=True,
-                skipinitialspace=True,
-            )
-    except UnicodeDecodeError as exc:
-        raise _undecodable(path, exc) from None
-    except (EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: expected a complete gzip stream; found {exc}") from None
-    except (pd.errors.ParserError, csv.Error, ValueError) as exc:
-        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        message = message.replace("Error tokenizing data. C error: ", "")
-        message = message[:1].lower() + message[1:]
-        raise DataError(f"{path}: expected well-formed CSV; found {message}") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    frame = frame[list(COLUMNS)]
+    first, header_lines = _first_record(path)
+    layout, positions = _detect_layout(path, first)
+    skip = header_lines if layout == "header" else 0
+    first_line = skip + 1  # file line of the first data row (exact when no quoted newlines)
+    frame = _read_frame(path, layout, positions, skip)
     rows_read = len(frame)
     if rows_read == 0:
         raise DataError(f"{path}: expected at least one session row; found a header with no rows")
 
     dropped: dict[str, int] = {}
+    keep = np.ones(rows_read, dtype=bool)
 
     def drop(mask: np.ndarray, reason: str) -> None:
-        nonlocal frame
-        n = int(mask.sum())
-        if n:
-            dropped[reason] = dropped.get(reason, 0) + n
-            frame = frame[~mask]
+        new = mask & keep
+        if new.any():
+            dropped[reason] = dropped.get(reason, 0) + int(new.sum())
+            keep[new] = False
 
-    frame = frame.assign(**{UID: frame[UID].str.strip(), STREAMER: frame[STREAMER].str.strip()})
-    drop((frame[UID] == "").to_numpy(), "blank uid")
-    drop((frame[STREAMER] == "").to_numpy(), "blank streamer_name")
-    if frame.empty:
+    codes_u, users = _clean_ids(frame, UID)
+    codes_s, streamers = _clean_ids(frame, STREAMER)
+    drop(codes_u < 0, "blank uid")
+    drop(codes_s < 0, "blank streamer_name")
+    if not keep.any():
         raise DataError(f"{path}: expected rows with a uid and a streamer_name; found none in {rows_read:,} rows")
-    example = f"{frame[START].iloc[0]!s},{frame[END].iloc[0]!s}"
-    frame, time_format, bad_time = _parse_times(frame, path, first_line)
-    if bad_time.all():
-        raise DataError(
-            f"{path}: expected whole-number or ISO-8601 times in time_start and time_end; found none that "
-            f"parse (first row: {example[:80]!r})"
-        )
-    drop(bad_time, "missing or unparseable time")
-    drop((frame[END] < frame[START]).to_numpy(), "time_end before time_start")
-    drop(frame.duplicated(keep="first").to_numpy(), "duplicate row")
-    if frame.empty:
+    if frame[START].dtype == np.int64 and frame[END].dtype == np.int64:
+        time_format, start, end = INTEGER, frame[START].to_numpy(), frame[END].to_numpy()
+        drop((np.abs(start) > _MAX_TIME) | (np.abs(end) > _MAX_TIME), "missing or unparseable time")
+    else:
+        example = f"{frame[START].iloc[0]!s},{frame[END].iloc[0]!s}"
+        parsed, time_format, bad_time = _parse_times(frame[[START, END]], path, first_line)
+        if bad_time[keep].all():
+            raise DataError(
+                f"{path}: expected whole-number or ISO-8601 times in time_start and time_end; found none "
+                f"that parse (first row: {example[:80]!r})"
+            )
+        start, end = parsed[START].to_numpy(), parsed[END].to_numpy()
+        drop(bad_time, "missing or unparseable time")
+    drop(end < start, "time_end before time_start")
+    drop(_duplicates(codes_u, codes_s, start, end) & keep, "duplicate session")
+    if not keep.any():
         raise DataError(f"{path}: no usable rows left of {rows_read:,} ({', '.join(dropped)})")
+
+    # uid and streamer_name become categoricals: one string per distinct id, int codes per row.
+    cu, cs = codes_u[keep], codes_s[keep]
+    clean = pd.DataFrame(
+        {
+            UID: pd.Categorical.from_codes(cu, categories=pd.Index(users, dtype=object), validate=False),
+            STREAMER: pd.Categorical.from_codes(cs, categories=pd.Index(streamers, dtype=object), validate=False),
+            START: start[keep],
+            END: end[keep],
+        }
+    )
     return Sessions(
-        frame=frame.reset_index(drop=True),
+        frame=clean,
         path=str(path),
         layout=layout,
         time_format=time_format,

@@ -84,7 +84,7 @@ def test_bad_rows_are_dropped_and_counted_in_the_summary(tmp_path):
     out = train_ok(tmp_path, HEADER + ROWS + bad)
     assert (
         "dropped 5 rows: 1 blank uid; 1 blank streamer_name; 1 missing or unparseable time; "
-        "1 time_end before time_start; 1 duplicate row" in out
+        "1 time_end before time_start; 1 duplicate session" in out
     )
 
 

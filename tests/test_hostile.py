@@ -15,7 +15,7 @@ import httpx2 as httpx
 import pytest
 
 from conftest import free_port, run_cli, start_server, stop_server
-from recommender import FORMAT
+from recommender import FORMAT, FORMAT_VERSION
 
 TOKEN = "s3cret-admin-token"
 
@@ -34,7 +34,9 @@ class _Exploit:
 def model_files(tmp_path, block_model_path):
     real = block_model_path.read_bytes()
     return {
-        "tampered": pickle.dumps({"format": FORMAT, "format_version": 1, "als": _Exploit(tmp_path / "pwned")}),
+        "tampered": pickle.dumps(
+            {"format": FORMAT, "format_version": FORMAT_VERSION, "als": _Exploit(tmp_path / "pwned")}
+        ),
         "truncated": real[: len(real) // 3],
         "not a model": b"PK\x03\x04 this is a zip file, not a model",
         "a pickle of something else": pickle.dumps([1, 2, 3]),
@@ -49,7 +51,7 @@ def model_files(tmp_path, block_model_path):
         ("truncated", "is truncated or not a model file"),
         ("not a model", "is truncated or not a model file"),
         ("a pickle of something else", "is not a model file of this service"),
-        ("another format version", "has model format version 0, this service reads version 1"),
+        ("another format version", f"has model format version 0, this service reads version {FORMAT_VERSION}"),
     ],
 )
 def test_bad_model_file_stops_startup_with_one_line(case, message, tmp_path, block_model_path):

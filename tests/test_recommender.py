@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import GROUP_A, GROUP_B
-from recommender import FORMAT, ModelError, check_writable, load_model, save_model
+from recommender import FORMAT, FORMAT_VERSION, ModelError, check_writable, load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ class _Exploit:
 def test_tampered_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({"format": FORMAT, "format_version": 1, "x": _Exploit(marker)}))
+    path.write_bytes(pickle.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "x": _Exploit(marker)}))
     with pytest.raises(ModelError, match="not a trusted model file"):
         load_model(path)
     assert not marker.exists()
