@@ -26,11 +26,14 @@ plus per-streamer and per-viewer terms; the few watched pairs get their history 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.optimize
+from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     from recommender import Recommender
@@ -39,7 +42,7 @@ FEATURES = ("watched", "log_count", "count_share", "watch_share", "recency", "al
 ALS, GAP, POP = FEATURES.index("als"), FEATURES.index("als_gap"), FEATURES.index("popularity")
 RECENCY_SCALE = 0.05  # share of the log's time span over which recency decays by e
 L2 = 1.0  # ridge penalty of the logistic ranker, on standardised features
-CHUNK_USERS = 512  # viewers scored per matrix product; bounds the memory of batch ranking
+CHUNK_USERS = 256  # viewers scored per matrix product; bounds the memory of batch ranking
 
 
 @dataclass
@@ -182,7 +185,8 @@ def ranked_lists(
             np.full((model.n_users, width), -np.inf, np.float32),
         )
     indptr, indices = model.count.indptr, model.count.indices
-    for lo in range(0, model.n_users, CHUNK_USERS):
+
+    def rank_chunk(lo: int) -> None:
         hi = min(lo + CHUNK_USERS, model.n_users)
         s = catalog_scores(model, np.arange(lo, hi))
         best = s.max(axis=1) if s.shape[1] else np.zeros(hi - lo, np.float32)
@@ -211,6 +215,11 @@ def ranked_lists(
             k = top_ids.shape[1]
             ids[lo:hi, :k] = np.where(np.isfinite(top_scores), top_ids, -1)
             scores[lo:hi, :k] = top_scores
+
+    # numpy's products, partitions and ufuncs release the GIL: chunks run on all cores, each
+    # writing its own rows, with BLAS held to one thread per chunk to avoid oversubscription.
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(rank_chunk, range(0, model.n_users, CHUNK_USERS)))
     return out
 
 

@@ -3,9 +3,9 @@
     python platform.py                 # the usual way (checks the model first)
     uvicorn service:app --workers 4    # also works: MODEL_PATH from the environment or .env
 
-The model is loaded once, in the lifespan handler, and kept on `app.state.served`; endpoints
-reach it through `get_served`, which tests may override. Every user's ranked lists are computed
-at training time, so a request is a slice and a JSON string: it runs on the event loop.
+The model is loaded once, in the lifespan handler, and kept on `app.state.served` (tests hand a
+model to `create_app` instead of a path). Every user's ranked lists are computed at training
+time, so a request is a slice and a JSON string: it runs on the event loop.
 
 `POST /admin/reload` swaps in a freshly loaded model with one reference assignment: a request
 holds the model it started with until it finishes, so none fails during a swap, and a file that
@@ -91,12 +91,6 @@ class ServedModel:
         return f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
 
 
-async def get_served(request: Request) -> ServedModel:
-    # async: FastAPI would run a plain-def dependency in the threadpool, a costly hop per request
-    return request.app.state.served
-
-
-Served = Annotated[ServedModel, Depends(get_served)]
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN from the settings")
 
 
@@ -150,14 +144,16 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     @app.get("/recomendations/user/{user_id:path}", response_model=RecommendationResponse)
     @app.get("/recommendations/user/{user_id:path}", response_model=RecommendationResponse, include_in_schema=False)
     async def recommendations(
-        served: Served,
+        request: Request,
         user_id: Annotated[str, Path(min_length=1, description="the viewer's uid as in the sessions file")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many streamers")] = 10,
         exclude_watched: Annotated[bool, Query(description="only streamers the viewer never watched")] = False,
     ) -> Response:
         """Streamers for one viewer, best first. Unknown viewers get the popular list."""
-        # A lookup in precomputed lists: microseconds, so it runs on the event loop.
-        return Response(served.answer(user_id, k, exclude_watched), media_type="application/json")
+        # A lookup in precomputed lists: microseconds, so it runs on the event loop. The model is
+        # read from app.state directly: a FastAPI dependency here cost 10% of the throughput.
+        body = request.app.state.served.answer(user_id, k, exclude_watched)
+        return Response(body, media_type="application/json")
 
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,43 +22,9 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # project modules; platform.py hands over the standard module
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py hands over the standard module
 
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "platform.py", "--model", str(model), "--port", str(port)],
-        cwd=ROOT,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "LOG_LEVEL": "WARNING"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start in 60 s")
+from bench.common import ROOT, rss_mb, start_server, stop_server  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from recommender import load_model
 
     known = load_model(args.model).users.ids.tolist()
-    log = Path("/tmp") / f"soak-server-{time.time_ns()}.log"
-    proc, base = start(args.model, log)
+    proc, base = start_server(["platform.py", "--model", str(args.model)])
     statuses: Counter = Counter()
     errors: list[str] = []
     users_seen: set[str] = set()
@@ -120,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join(timeout=30)
         elapsed = time.monotonic() - t0
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
 
     warm = samples[max(0, len(samples) // 4 - 1)][1]
     last = samples[-1][1]

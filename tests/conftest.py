@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import httpx2 as httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench.common
+from bench.common import ROOT, free_port, stop_server  # noqa: F401 - shared with the tests
+
 GROUP_A = [f"alpha{i}" for i in range(6)]
 GROUP_B = [f"bravo{i}" for i in range(6)]
 
@@ -75,46 +73,6 @@ def run_cli(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_path, *args: str, **env: str) -> tuple[subprocess.Popen, str]:
-    """`python platform.py` as a real process on a free port; returns once /health answers.
-    Output goes to a file (a pipe nobody reads would fill up and stall the server)."""
-    port = free_port()
-    log = tempfile.NamedTemporaryFile("w+", prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "platform.py", "--port", str(port), "--model", str(model_path), *args],
-        cwd=ROOT,
-        env=clean_env(LOG_LEVEL="WARNING", **env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    proc.log_path = log.name
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early: {Path(log.name).read_text()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become ready in 60 s")
-
-
-def stop_server(proc: subprocess.Popen) -> str:
-    """Stop a server from start_server and return what it printed."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    return Path(proc.log_path).read_text()
+def start_server(model_path, *args: str, **env: str):
+    """`python platform.py` serving `model_path` as a real process; (process, base URL)."""
+    return bench.common.start_server(["platform.py", "--model", str(model_path), *args], env=clean_env(**env))

@@ -1,0 +1,75 @@
+"""What the benchmarks and the tests share: real server processes on free local ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"  # generated data, models and reports (git-ignored)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def start_server(args: list[str], env: dict[str, str] | None = None, ready: str = "/health", timeout: float = 120):
+    """Start `python ARGS --port P` from the repository root and wait until `ready` answers 200.
+    `env` replaces the environment (default: this one); LOG_LEVEL defaults to WARNING. Returns
+    (process, base URL). Output goes to a file: a pipe nobody reads would stall it."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, *args, "--port", str(port)],
+        cwd=ROOT,
+        env={"LOG_LEVEL": "WARNING", **(os.environ if env is None else env)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    proc.log_path = log.name
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early: {Path(log.name).read_text()}")
+        try:
+            if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server did not become ready in {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    """Stop a server from start_server and return what it printed."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return Path(proc.log_path).read_text()
