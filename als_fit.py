@@ -169,6 +169,7 @@ def fit_base(
         time_max=inter.time_max,
         time_span=max(inter.time_max - inter.time_min, 1),
         rankers={"all": RankerWeights.prior(), "new": RankerWeights.prior(discovery=True)},
+        strength=params.strength,
     )
     return model, inter
 
@@ -348,14 +349,13 @@ def resolve_data(data: str | None, settings) -> tuple[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import evaluation  # it imports this module, so not at the top
     from settings import get_settings
 
     settings = get_settings()
     parser = build_parser(settings)
-    parser.add_argument(
-        "--evaluate", action="store_true", help="also report offline metrics on a time split (see evaluation.py)"
-    )
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="with --evaluate: last share of time held out")
+    parser.add_argument("--evaluate", action="store_true", help="first print the offline evaluation (evaluation.py)")
+    evaluation.add_evaluation_args(parser)
     parser.add_argument("--if-missing", action="store_true", help="do nothing if the model file already exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         params = params_from_args(args)
+        evaluation.check_evaluation_args(args)
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -382,9 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             sessions.drop_summary(),
         )
         if args.evaluate:
-            import evaluation
-
-            evaluation.run(sessions, params, args.test_fraction, Path(args.model).with_suffix(".evaluation.json"))
+            out = evaluation.report_path(args.model, args.protocol)
+            evaluation.run(sessions, params, args.test_fraction, out, args.protocol)
         model = train(sessions, params, timer, show_progress=sys.stderr.isatty())
         with timer("hash"):
             sha = file_sha256(path)

@@ -38,7 +38,7 @@ class PopularityRecommender:
         self.streamers: IdMap | None = None
 
     def fit(self, frame: pd.DataFrame, time_format: str, streamers: IdMap | None = None) -> PopularityRecommender:
-        """Rank streamers of `frame` (or only those of `streamers`, if given) by popularity."""
+        """Rank the streamers of `streamers` (default: those of `frame`) by popularity."""
         start = frame[START].to_numpy()
         lo, hi = start.min(), start.max()
         cut = hi - self.window * (hi - lo)
@@ -54,10 +54,12 @@ class PopularityRecommender:
             streamers = IdMap(np.asarray(score.index, dtype=str))
         rows = streamers.rows(score.index)
         keep = rows >= 0
-        rows, values = rows[keep], score.to_numpy(dtype=np.float64)[keep]
+        # Every streamer of the map is ranked: those unseen in the window score 0, at the end.
+        values = np.zeros(len(streamers), dtype=np.float64)
+        values[rows[keep]] = score.to_numpy(dtype=np.float64)[keep]
         # Ties broken by name so the ranking is deterministic.
-        order = np.lexsort((streamers.ids[rows], -values))
-        self.ranking, self.scores = rows[order], values[order].astype(np.float32)
+        order = np.lexsort((streamers.ids, -values))
+        self.ranking, self.scores = order, values[order].astype(np.float32)
         self.streamers = streamers
         return self
 

@@ -2,7 +2,7 @@
 
     python als_fit.py --evaluate                 # report, then train the model as usual
     python evaluation.py --data sessions.csv     # report only
-    python evaluation.py --search                # the hyperparameter search behind the defaults
+    python evaluation.py --protocol live         # the RecSys 2021 live protocol
 
 Protocol (DOMAIN.md): sessions starting in the last `test_fraction` of the time span are the test
 period; everything is trained on the time before it, served ranker weights included (they are
@@ -35,10 +35,10 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 import metrics
-from als_fit import TrainParams, fit_als, split_by_time, train
-from interactions import aggregate
+from als_fit import TrainParams, split_by_time, train
+from ranking import top_n
 from recommender import Recommender
-from sessions import STREAMER, UID, DataError, Sessions, read_sessions
+from sessions import END, START, STREAMER, UID, DataError, Sessions, read_sessions
 
 log = logging.getLogger("evaluation")
 
@@ -177,12 +177,20 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run(sessions: Sessions, params: TrainParams, test_fraction: float, out: Path | None) -> dict:
+PROTOCOLS = ("time", "live")
+
+
+def run(
+    sessions: Sessions, params: TrainParams, test_fraction: float, out: Path | None, protocol: str = "time"
+) -> dict:
     """Train on the time before the split, evaluate after it, print and save the report."""
     t0 = time.perf_counter()
     train_part, test, cut = time_split(sessions, test_fraction)
     model = train(train_part, params)
-    report = evaluate_model(model, test)
+    if protocol == "live":
+        report = evaluate_live(model, sessions.frame, test)
+    else:
+        report = evaluate_model(model, test)
     report["split"] = {
         "cut": cut,
         "test_fraction": test_fraction,
@@ -192,7 +200,7 @@ def run(sessions: Sessions, params: TrainParams, test_fraction: float, out: Path
     }
     report["params"] = asdict(params)
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    print(format_report(report))
+    print(format_live_report(report) if protocol == "live" else format_report(report))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, allow_nan=True))
@@ -200,57 +208,99 @@ def run(sessions: Sessions, params: TrainParams, test_fraction: float, out: Path
     return report
 
 
-# --- hyperparameter search ------------------------------------------------------------------
+# --- the live protocol (RecSys 2021): rank only what is live when the viewer next watches ------
+
+LIVE_METRICS = {
+    "hit@1": lambda a, p: metrics.hit_rate_at_k(a, p, 1),
+    "hit@5": lambda a, p: metrics.hit_rate_at_k(a, p, 5),
+    "hit@10": lambda a, p: metrics.hit_rate_at_k(a, p, 10),
+    "NDCG@10": lambda a, p: metrics.ndcg_at_k(a, p, 10),
+}
 
 
-def search(sessions: Sessions, test_fraction: float) -> list[dict]:
-    """The small grid behind the defaults, scored by plain ALS's NDCG@10 on new targets (ALS's
-    job in the served ranking is discovery; the ranker handles repeats from raw history).
+def live_at(model: Recommender, frame: pd.DataFrame, steps: np.ndarray) -> dict[int, np.ndarray]:
+    """For each of `steps`, the sorted streamer rows (known to the model) with a session in
+    `frame` covering it: the streamers live at that step."""
+    steps = np.unique(steps)
+    start, end = frame[START].to_numpy(), frame[END].to_numpy()
+    cols = model.streamers.rows(frame[STREAMER])
+    lo, hi = np.searchsorted(steps, start, "left"), np.searchsorted(steps, end, "right")
+    n = np.maximum(hi - lo, 0)
+    which = np.repeat(np.arange(len(frame)), n)
+    step_index = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+    pairs = pd.DataFrame({"step": steps[step_index], "streamer": cols[which]})
+    pairs = pairs[pairs["streamer"] >= 0].drop_duplicates()
+    grouped = pairs.groupby("step")["streamer"].agg(lambda s: np.sort(s.to_numpy()))
+    return {int(t): grouped.get(t, np.empty(0, dtype=np.int64)) for t in steps}
 
-    Selection never sees the test period: ALS is fitted on the training time minus its last
-    `test_fraction`, and scored on that last part. Steps, each keeping the best so far:
-    strength at default ALS settings; factors x regularization x alpha; iterations."""
-    train_part, _, _ = time_split(sessions, test_fraction)
-    fit_part, valid, _ = time_split(train_part, test_fraction)
-    inter = aggregate(fit_part.frame, fit_part.time_format)
-    rows = inter.users.rows(valid[UID])
-    cols = inter.streamers.rows(valid[STREAMER])
-    keep = rows >= 0
-    new_targets: dict[int, set[int]] = {}
-    for r, c in zip(rows[keep].tolist(), cols[keep].tolist(), strict=True):
-        if c < 0 or inter.count[r, c] == 0:  # never watched before: a new target
-            new_targets.setdefault(r, set()).add(c if c >= 0 else -1 - len(new_targets))
-    users = np.array(sorted(new_targets), dtype=np.int64)
-    actual = [new_targets[u] for u in users.tolist()]
-    results: list[dict] = []
 
-    def trial(params: TrainParams) -> float:
-        t0 = time.perf_counter()
-        als = fit_als(inter.strength(params.strength), params)
-        with threadpool_limits(1, "blas"):
-            ids, _ = als.recommend(users, inter.count[users], N=K, filter_already_liked_items=True)
-        score = metrics.ndcg_at_k(actual, ids.tolist(), K)
-        seconds = time.perf_counter() - t0
-        results.append({**asdict(params), "valid_new_ndcg@10": round(score, 4), "seconds": round(seconds, 2)})
-        print(
-            f"strength={params.strength:<15} factors={params.factors:<4} reg={params.regularization:<5} "
-            f"alpha={params.alpha:<5} iterations={params.iterations:<3} NDCG@10 new {score:.4f}  ({seconds:.1f}s)"
-        )
-        return score
+def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """Each test user's first session after the split is the target; every method ranks only the
+    streamers live at its start step (live: some session in `frame`, all the data, covers it)."""
+    rows = model.users.rows(test[UID])
+    known = test[rows >= 0].assign(_row=rows[rows >= 0])
+    first = known.sort_values([START], kind="stable").drop_duplicates("_row")
+    users = first["_row"].to_numpy()
+    targets = model.streamers.rows(first[STREAMER])
+    steps = first[START].to_numpy()
+    live = live_at(model, frame, steps)
+    pop_rank = np.empty(model.n_streamers, dtype=np.int64)
+    pop_rank[model.popular_ranking] = np.arange(model.n_streamers)
+    lists: dict[str, list[list[int]]] = {m: [] for m in METHODS}
+    repeat = np.zeros(len(users), dtype=bool)
+    sizes = []
+    with threadpool_limits(1, "blas"):
+        for j, (row, step) in enumerate(zip(users.tolist(), steps.tolist(), strict=True)):
+            cands = live[step]
+            sizes.append(len(cands))
+            watched, entries = model.history(row)
+            repeat[j] = targets[j] in set(watched.tolist())
+            lists["served"].append(model.recommend_among(row, cands, K)[0].tolist())
+            als = model.als.item_factors[cands] @ model.als.user_factors[row]
+            lists["ALS"].append(cands[top_n(als, K)].tolist())
+            lists["POP"].append(cands[np.argsort(pop_rank[cands], kind="stable")[:K]].tolist())
+            on = np.isin(watched, cands)
+            order = np.lexsort((-model.last_seen.data[entries][on], -model.count.data[entries][on]))
+            lists["REP"].append(watched[on][order][:K].tolist())
+    # a target the model never saw is relevant but unreachable: id -1 is never ranked
+    actual = [{int(t)} for t in targets]
+    results, counts = {}, {}
+    for target, mask in (("all", np.ones(len(users), bool)), ("repeat", repeat), ("new", ~repeat)):
+        counts[target] = int(mask.sum())
+        picked = [a for a, m in zip(actual, mask, strict=True) if m]
+        results[target] = {
+            method: {
+                name: (f(picked, [p for p, m in zip(ls, mask, strict=True) if m]) if picked else float("nan"))
+                for name, f in LIVE_METRICS.items()
+            }
+            for method, ls in lists.items()
+        }
+    return {
+        "protocol": "live",
+        "users": counts,
+        "results": results,
+        "live_candidates": {
+            "mean": float(np.mean(sizes)) if sizes else 0.0,
+            "median": float(np.median(sizes)) if sizes else 0.0,
+        },
+    }
 
-    print(f"validation: {len(fit_part.frame):,} sessions to fit, {len(users):,} users with new targets after")
-    strengths = ("sessions", "log_sessions", "watch_time", "log_watch_time", "binary")
-    best = max((replace(TrainParams(), strength=s) for s in strengths), key=trial)
-    grid = [
-        replace(best, factors=f, regularization=r, alpha=a)
-        for f in (32, 64, 128)
-        for r in (0.01, 0.1, 1.0)
-        for a in (1.0, 10.0, 40.0)
+
+def format_live_report(report: dict) -> str:
+    s = report["split"]
+    lines = [
+        f"live protocol, split at {s['cut']}: each test user's first session after it is the target, "
+        f"ranked among the streamers live at its start (median {report['live_candidates']['median']:.0f}, "
+        f"mean {report['live_candidates']['mean']:.0f} live); {report['users']['all']:,} test users",
     ]
-    best = max(grid, key=trial)
-    best = max((replace(best, iterations=i) for i in (5, 15, 30)), key=trial)
-    print(f"best: {best}")
-    return results
+    for target in TARGETS:
+        lines.append("")
+        lines.append(f"{target} targets, {report['users'][target]:,} users")
+        lines.append(f"  {'method':<8}" + "".join(f"{m:>11}" for m in LIVE_METRICS))
+        for method in METHODS:
+            row = report["results"][target][method]
+            lines.append(f"  {method:<8}" + "".join(f"{row[m]:>11.4f}" for m in LIVE_METRICS))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,32 +310,43 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = build_parser(settings)
     parser.description = "Evaluate the served ranking against ALS, POP and REP on a time split."
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="last share of the time span held out")
+    add_evaluation_args(parser)
     parser.add_argument("--out", type=Path, default=None, help="JSON report path (default: beside the model)")
-    parser.add_argument("--search", action="store_true", help="run the hyperparameter search instead")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         params = params_from_args(args)
-        if not 0 < args.test_fraction < 1:
-            raise ValueError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
+        check_evaluation_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     try:
         path, _ = resolve_data(args.data, settings)
         sessions = read_sessions(path)
-        if args.search:
-            rows = search(sessions, args.test_fraction)
-            out = args.out or Path(args.model).with_suffix(".search.json")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(rows, indent=2))
-            print(f"search results: {out}")
-        else:
-            run(sessions, params, args.test_fraction, args.out or Path(args.model).with_suffix(".evaluation.json"))
+        run(sessions, params, args.test_fraction, args.out or report_path(args.model, args.protocol), args.protocol)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def add_evaluation_args(parser) -> None:
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="last share of the time span held out")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="time",
+        help="time: all test-period targets; live: next session among live",
+    )
+
+
+def check_evaluation_args(args) -> None:
+    if not 0 < args.test_fraction < 1:
+        raise ValueError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
+
+
+def report_path(model: str | Path, protocol: str) -> Path:
+    suffix = ".evaluation.json" if protocol == "time" else f".evaluation-{protocol}.json"
+    return Path(model).with_suffix(suffix)
 
 
 if __name__ == "__main__":

@@ -134,27 +134,64 @@ def top_n_rows(scores: np.ndarray, n: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+HISTORY = slice(0, 5)  # the history features: zero for a streamer the viewer never watched
+
+
+def history_features(
+    count: np.ndarray, watch: np.ndarray, user_total: np.ndarray, user_watch_total: np.ndarray, age: np.ndarray
+) -> np.ndarray:
+    """The HISTORY columns of FEATURES for watched pairs; `age` as a share of the log's span."""
+    x = np.empty((len(count), HISTORY.stop), dtype=np.float64)
+    x[:, 0] = 1.0
+    x[:, 1] = np.log1p(count)
+    x[:, 2] = count / np.maximum(user_total, 1e-9)
+    x[:, 3] = watch / np.maximum(user_watch_total, 1e-9)
+    x[:, 4] = np.exp(-age / RECENCY_SCALE)
+    return x
+
+
+def entry_history_features(model: Recommender, entries: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """HISTORY features of history entries (positions in the CSR data) of the given users."""
+    age = (model.time_max - model.last_seen.data[entries]) / max(model.time_span, 1)
+    return history_features(
+        model.count.data[entries],
+        model.watch_time.data[entries],
+        model.user_totals[users],
+        model.user_watch_totals[users],
+        age,
+    )
+
+
 def pair_features(model: Recommender, users: np.ndarray, items: np.ndarray, best: np.ndarray) -> np.ndarray:
     """FEATURES for (users[j], items[j]) pairs; `best[j]` is users[j]'s best catalog ALS score."""
     x = np.zeros((len(users), len(FEATURES)), dtype=np.float64)
     if len(users) == 0:
         return x
-    pos = np.searchsorted(model.history_keys, users.astype(np.int64) * model.n_streamers + items)
-    pos = np.minimum(pos, len(model.history_keys) - 1)
-    seen = model.history_keys[pos] == users.astype(np.int64) * model.n_streamers + items
-    e, u = pos[seen], users[seen]
-    count = model.count.data[e]
-    x[seen, 0] = 1.0
-    x[seen, 1] = np.log1p(count)
-    x[seen, 2] = count / np.maximum(model.user_totals[u], 1e-9)
-    x[seen, 3] = model.watch_time.data[e] / np.maximum(model.user_watch_totals[u], 1e-9)
-    age = (model.time_max - model.last_seen.data[e]) / max(model.time_span, 1)
-    x[seen, 4] = np.exp(-age / RECENCY_SCALE)
+    keys = users.astype(np.int64) * model.n_streamers + items
+    pos = np.minimum(np.searchsorted(model.history_keys, keys), len(model.history_keys) - 1)
+    seen = model.history_keys[pos] == keys
+    x[seen, HISTORY] = entry_history_features(model, pos[seen], users[seen])
     als = np.einsum("ij,ij->i", model.als.user_factors[users], model.als.item_factors[items])
     x[:, ALS] = als
     x[:, GAP] = best - als
     x[:, POP] = model.pop_feature[items]
     return x
+
+
+def score_candidates(
+    model: Recommender,
+    weights: RankerWeights,
+    user_vector: np.ndarray,
+    best: float,
+    candidates: np.ndarray,
+    bonus: np.ndarray | None = None,
+) -> np.ndarray:
+    """Ranker scores of `candidates` for one user vector: the non-history part for all of them,
+    plus `bonus` (the history part, aligned with candidates; 0 where never watched)."""
+    c, w = weights.linear()
+    als = model.als.item_factors[candidates] @ user_vector
+    scores = (c + w[GAP] * best) + (w[ALS] - w[GAP]) * als + w[POP] * model.pop_feature[candidates]
+    return scores if bonus is None else scores + bonus
 
 
 def catalog_scores(model: Recommender, rows: np.ndarray) -> np.ndarray:
@@ -164,9 +201,10 @@ def catalog_scores(model: Recommender, rows: np.ndarray) -> np.ndarray:
 
 def ranked_lists(
     model: Recommender, rankers: dict[str, RankerWeights], n: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
-    shape (n_users, n), best first, short rows padded with id -1 and score -inf.
+    shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
+    user's best ALS score over the catalog.
 
     Candidates are the catalog plus every watched streamer for `all`, and the catalog minus
     watched streamers for `new` (exclude_watched). One matrix product per chunk of users serves
@@ -185,11 +223,13 @@ def ranked_lists(
             np.full((model.n_users, width), -np.inf, np.float32),
         )
     indptr, indices = model.count.indptr, model.count.indices
+    best_all = np.zeros(model.n_users, dtype=np.float32)
 
     def rank_chunk(lo: int) -> None:
         hi = min(lo + CHUNK_USERS, model.n_users)
         s = catalog_scores(model, np.arange(lo, hi))
         best = s.max(axis=1) if s.shape[1] else np.zeros(hi - lo, np.float32)
+        best_all[lo:hi] = best
         wu = np.repeat(np.arange(lo, hi), np.diff(indptr[lo : hi + 1]))  # watched pairs of the chunk
         wi = indices[indptr[lo] : indptr[hi]].astype(np.int64)
         in_cat = catalog_pos[wi] >= 0
@@ -220,7 +260,7 @@ def ranked_lists(
     # writing its own rows, with BLAS held to one thread per chunk to avoid oversubscription.
     with threadpool_limits(1, "blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         list(pool.map(rank_chunk, range(0, model.n_users, CHUNK_USERS)))
-    return out
+    return out, best_all
 
 
 def _merge_extra(

@@ -16,18 +16,27 @@ import os
 import pickle
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
-from interactions import IdMap
-from ranking import RankerWeights, ranked_lists
+from interactions import STRENGTHS, IdMap
+from ranking import (
+    HISTORY,
+    RankerWeights,
+    entry_history_features,
+    history_features,
+    ranked_lists,
+    score_candidates,
+    top_n,
+)
 
 FORMAT = "streamer-recommender"
-FORMAT_VERSION = 2  # 2: precomputed ranked lists
-PERSONAL, POPULAR = "personal", "popular"
+FORMAT_VERSION = 3  # 2: precomputed ranked lists; 3: best ALS score per user, strength
+PERSONAL, POPULAR, RECENT = "personal", "popular", "recent"
 
 # (module, name) pairs a model file may reference; everything else is refused.
 _ALLOWED_GLOBALS = {
@@ -73,9 +82,12 @@ class Recommender:
     time_max: int
     time_span: int
     rankers: dict[str, RankerWeights]  # "all" (served default) and "new" (exclude_watched)
+    strength: str = "binary"  # how sessions became ALS input (interactions.STRENGTHS)
     metadata: dict = field(default_factory=dict)
-    # Per user, the top LIST_LENGTH streamer rows and scores of each ranker, padded with -1.
+    # Per user, the top LIST_LENGTH streamer rows and scores of each ranker, padded with -1,
+    # and the user's best ALS score over the catalog (a ranker feature needs it).
     lists: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    best_als: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.user_totals = np.asarray(self.count.sum(axis=1)).ravel()
@@ -104,7 +116,16 @@ class Recommender:
 
     def build_lists(self) -> None:
         """Rank the catalog (and each user's history) for every user with both rankers."""
-        self.lists = ranked_lists(self, self.rankers, LIST_LENGTH)
+        self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH)
+        self.__dict__.pop("history_bonus", None)  # the rankers may have changed
+
+    @cached_property
+    def history_bonus(self) -> np.ndarray:
+        """The `all` ranker's history terms for every history entry (aligned with count.data)."""
+        _, w = self.rankers["all"].linear()
+        entry_rows = np.repeat(np.arange(self.n_users), np.diff(self.count.indptr))
+        entries = np.arange(self.count.nnz)
+        return (entry_history_features(self, entries, entry_rows) @ w[HISTORY]).astype(np.float32)
 
     def recommend(self, row: int, k: int = 10, exclude_watched: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k streamer rows and ranker scores for a known user row. Lists shorter than k (a
@@ -120,9 +141,83 @@ class Recommender:
         floor = float(top_s[-1]) if n else 0.0
         return np.concatenate([top, extra]), np.concatenate([top_s, floor - 1.0 - np.arange(len(extra))])
 
-    def recommend_popular(self, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.popular_ranking[:k]
+    def recommend_popular(self, k: int = 10, ranking: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k most popular streamers, of `ranking` (a popularity-ordered subset) if given."""
+        rows = (self.popular_ranking if ranking is None else ranking)[:k]
         return rows, self.popularity[rows]
+
+    # --- ranking on request: a subset of streamers, or a viewer known by recent history ----
+
+    def recommend_among(
+        self, row: int, candidates: np.ndarray, k: int = 10, exclude_watched: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The served ranking of a known user restricted to `candidates` (sorted streamer rows,
+        e.g. the live ones): one dot product per candidate, history terms precomputed."""
+        watched, entries = self.history(row)
+        pos = np.searchsorted(candidates, watched)
+        hit = pos < len(candidates)
+        hit[hit] = candidates[pos[hit]] == watched[hit]
+        if exclude_watched:
+            keep = np.ones(len(candidates), dtype=bool)
+            keep[pos[hit]] = False
+            candidates, bonus = candidates[keep], None
+        else:
+            bonus = np.zeros(len(candidates), dtype=np.float32)
+            bonus[pos[hit]] = self.history_bonus[entries][hit]
+        ranker = self.rankers["new" if exclude_watched else "all"]
+        best = float(self.best_als[row]) if self.best_als is not None else 0.0
+        scores = score_candidates(self, ranker, self.als.user_factors[row], best, candidates, bonus)
+        top = top_n(scores, k)
+        return candidates[top], scores[top]
+
+    def recommend_recent(
+        self, names: list[str], k: int = 10, exclude_watched: bool = False, candidates: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The served ranking for a viewer the model does not know, from the streamers they
+        watched recently (`names`, most recent first or not: order is ignored; repeats count).
+        Their ALS vector is solved against the trained streamer factors (implicit's
+        recalculate_user); the recent streamers count as sessions just watched. Candidates: the
+        catalog plus the recent streamers, or `candidates` if given. None if no name is known."""
+        rows = self.streamers.rows(names)
+        items, counts = np.unique(rows[rows >= 0], return_counts=True)
+        if len(items) == 0:
+            return None
+        strength = STRENGTHS[self.strength](counts.astype(np.float64), counts.astype(np.float64))
+        user_items = sp.csr_matrix(
+            (np.asarray(strength, np.float32), items, [0, len(items)]), shape=(1, self.n_streamers)
+        )
+        vector = self.als.recalculate_user(0, user_items)
+        best = float((self.catalog_factors @ vector).max(initial=0.0))
+        if candidates is None:
+            candidates = np.union1d(self.catalog, items)
+        pos = np.searchsorted(candidates, items)
+        hit = pos < len(candidates)
+        hit[hit] = candidates[pos[hit]] == items[hit]
+        if exclude_watched:
+            keep = np.ones(len(candidates), dtype=bool)
+            keep[pos[hit]] = False
+            candidates, bonus = candidates[keep], None
+        else:
+            _, w = self.rankers["all"].linear()
+            total = np.full(len(items), float(counts.sum()))
+            recent = history_features(counts, counts, total, total, np.zeros(len(items)))
+            bonus = np.zeros(len(candidates), dtype=np.float32)
+            bonus[pos[hit]] = (recent @ w[HISTORY])[hit]
+        ranker = self.rankers["new" if exclude_watched else "all"]
+        scores = score_candidates(self, ranker, vector, best, candidates, bonus)
+        top = top_n(scores, k)
+        return candidates[top], scores[top]
+
+    def similar(self, row: int, k: int = 10, candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Streamers whose audiences overlap with streamer `row`'s: cosine similarity of ALS
+        streamer factors, among the catalog (or `candidates`), never the streamer itself."""
+        candidates = self.catalog if candidates is None else candidates
+        candidates = candidates[candidates != row]
+        factors = self.als.item_factors
+        norms = np.linalg.norm(factors[candidates], axis=1) * max(float(np.linalg.norm(factors[row])), 1e-12)
+        scores = (factors[candidates] @ factors[row]) / np.maximum(norms, 1e-12)
+        top = top_n(scores, k)
+        return candidates[top], scores[top]
 
     def recommend_for(
         self, user_id: str, k: int = 10, exclude_watched: bool = False
@@ -159,6 +254,8 @@ class Recommender:
             "time_span": int(self.time_span),
             "rankers": {name: w.to_dict() for name, w in self.rankers.items()},
             "lists": {name: {"ids": ids, "scores": scores} for name, (ids, scores) in self.lists.items()},
+            "best_als": self.best_als,
+            "strength": self.strength,
         }
 
     @classmethod
@@ -185,6 +282,8 @@ class Recommender:
             rankers={name: RankerWeights.from_dict(d) for name, d in payload["rankers"].items()},
             metadata=payload["metadata"],
             lists={name: (d["ids"], d["scores"]) for name, d in payload["lists"].items()},
+            best_als=payload["best_als"],
+            strength=payload["strength"],
         )
 
 

@@ -28,12 +28,14 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Respo
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from recommender import PERSONAL, POPULAR, ModelError, Recommender, load_model
+from live import LiveSet
+from recommender import PERSONAL, POPULAR, RECENT, ModelError, Recommender, load_model
 from settings import Settings, get_settings
 
 log = logging.getLogger("service")
 
 MAX_K = 100
+MAX_RECENT = 500  # recent streamer names used per request; more are ignored
 
 
 class Recommendation(BaseModel):
@@ -43,10 +45,26 @@ class Recommendation(BaseModel):
 
 class RecommendationResponse(BaseModel):
     user_id: str
-    source: Literal["personal", "popular"] = Field(
-        description="personal: ranked for this viewer; popular: the viewer is unknown to the model"
+    source: Literal["personal", "popular", "recent"] = Field(
+        description="personal: ranked for a viewer the model knows; recent: ranked from the `recent` "
+        "streamers of a viewer it does not know; popular: neither"
     )
     recommendations: list[Recommendation]
+
+
+class SimilarResponse(BaseModel):
+    streamer_name: str
+    similar: list[Recommendation]
+
+
+class LiveUpdate(BaseModel):
+    streamers: list[str] = Field(description="names of the streamers live now", max_length=1_000_000)
+
+
+class LiveStatus(BaseModel):
+    live: int = Field(description="live streamers the model knows")
+    unknown: int = Field(description="published names the model does not know (left out)")
+    since: str | None = Field(description="when this live set was published")
 
 
 class Health(BaseModel):
@@ -69,25 +87,56 @@ class ErrorDetail(BaseModel):
     detail: str
 
 
+class NoLiveSet(Exception):
+    """live_only was asked for before any live set was published."""
+
+
 class ServedModel:
-    """The loaded model and what makes an answer cheap: every streamer name already JSON-encoded,
-    so a response is a few string joins around a slice of the precomputed lists."""
+    """The loaded model, the live set published for it, and what makes an answer cheap: every
+    streamer name already JSON-encoded, so a response is a few string joins around a slice of
+    the precomputed lists. Replaced whole, never changed: a request sees one consistent state."""
 
-    def __init__(self, model: Recommender):
+    def __init__(self, model: Recommender, live: LiveSet | None = None, names_json: list[str] | None = None):
         self.model = model
-        self.names_json = [json.dumps(name) for name in model.streamers.ids.tolist()]
+        self.live = live
+        self.names_json = names_json or [json.dumps(name) for name in model.streamers.ids.tolist()]
 
-    def answer(self, user_id: str, k: int, exclude_watched: bool) -> bytes:
-        """The JSON body of RecommendationResponse."""
-        row = self.model.users.get(user_id)
-        if row is None:
-            source, (rows, scores) = POPULAR, self.model.recommend_popular(k)
-        else:
-            source, (rows, scores) = PERSONAL, self.model.recommend(row, k, exclude_watched)
+    def with_live(self, names: list[str]) -> ServedModel:
+        return ServedModel(self.model, LiveSet.build(self.model, names), self.names_json)
+
+    def for_model(self, model: Recommender) -> ServedModel:
+        """The same live streamers (by name) on another model."""
+        live = LiveSet.build(model, list(self.live.names), self.live.since) if self.live else None
+        return ServedModel(model, live)
+
+    def items_json(self, rows, scores) -> str:
         names = self.names_json
-        items = ",".join(
+        return ",".join(
             f'{{"streamer_name":{names[i]},"score":{s!r}}}' for i, s in zip(rows.tolist(), scores.tolist(), strict=True)
         )
+
+    def answer(
+        self, user_id: str, k: int, exclude_watched: bool, live_only: bool = False, recent: list[str] | None = None
+    ) -> bytes:
+        """The JSON body of RecommendationResponse. Raises NoLiveSet for live_only without one."""
+        model, live = self.model, self.live
+        if live_only and live is None:
+            raise NoLiveSet
+        row = model.users.get(user_id)
+        result = None
+        if row is not None:
+            source = PERSONAL
+            if live_only:
+                result = model.recommend_among(row, live.rows, k, exclude_watched)
+            else:
+                result = model.recommend(row, k, exclude_watched)
+        elif recent:
+            source = RECENT
+            result = model.recommend_recent(recent, k, exclude_watched, live.rows if live_only else None)
+        if result is None:
+            source = POPULAR
+            result = model.recommend_popular(k, live.popular if live_only else None)
+        items = self.items_json(*result)
         return f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
 
 
@@ -141,19 +190,78 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         lifespan=lifespan,
     )
 
-    @app.get("/recomendations/user/{user_id:path}", response_model=RecommendationResponse)
-    @app.get("/recommendations/user/{user_id:path}", response_model=RecommendationResponse, include_in_schema=False)
+    no_live = {409: {"model": ErrorDetail, "description": "live_only before any PUT /live"}}
+
+    @app.get("/recomendations/user/{user_id:path}", response_model=RecommendationResponse, responses=no_live)
+    @app.get(
+        "/recommendations/user/{user_id:path}",
+        response_model=RecommendationResponse,
+        responses=no_live,
+        include_in_schema=False,
+    )
     async def recommendations(
         request: Request,
         user_id: Annotated[str, Path(min_length=1, description="the viewer's uid as in the sessions file")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many streamers")] = 10,
         exclude_watched: Annotated[bool, Query(description="only streamers the viewer never watched")] = False,
+        live_only: Annotated[bool, Query(description="only streamers live now (see PUT /live)")] = False,
+        recent: Annotated[
+            str | None,
+            Query(description="for a viewer the model does not know: streamers watched recently, comma-separated"),
+        ] = None,
     ) -> Response:
-        """Streamers for one viewer, best first. Unknown viewers get the popular list."""
-        # A lookup in precomputed lists: microseconds, so it runs on the event loop. The model is
-        # read from app.state directly: a FastAPI dependency here cost 10% of the throughput.
-        body = request.app.state.served.answer(user_id, k, exclude_watched)
+        """Streamers for one viewer, best first. Unknown viewers are ranked from `recent` when it
+        names streamers the model knows, else get the popular list."""
+        # Precomputed lists or a few thousand dot products: microseconds, so this runs on the
+        # event loop. The state is read from app.state directly: a FastAPI dependency here cost
+        # 10% of the throughput.
+        names = [n.strip() for n in recent.split(",")[:MAX_RECENT] if n.strip()] if recent else None
+        try:
+            body = request.app.state.served.answer(user_id, k, exclude_watched, live_only, names)
+        except NoLiveSet:
+            raise HTTPException(409, "live_only=true needs a live set: none has been published (PUT /live)") from None
         return Response(body, media_type="application/json")
+
+    @app.get(
+        "/streamers/{streamer_name:path}/similar",
+        response_model=SimilarResponse,
+        responses={404: {"model": ErrorDetail, "description": "a streamer the model does not know"}, **no_live},
+    )
+    async def similar(
+        request: Request,
+        streamer_name: Annotated[str, Path(min_length=1)],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="how many streamers")] = 10,
+        live_only: Annotated[bool, Query(description="only streamers live now")] = False,
+    ) -> Response:
+        """Streamers whose audiences overlap with this one's (ALS factor cosine), never itself."""
+        served: ServedModel = request.app.state.served
+        row = served.model.streamers.get(streamer_name)
+        if row is None:
+            raise HTTPException(404, f"unknown streamer {streamer_name!r}: the model has never seen it")
+        if live_only and served.live is None:
+            raise HTTPException(409, "live_only=true needs a live set: none has been published (PUT /live)")
+        rows, scores = served.model.similar(row, k, served.live.rows if live_only else None)
+        body = f'{{"streamer_name":{json.dumps(streamer_name)},"similar":[{served.items_json(rows, scores)}]}}'
+        return Response(body.encode(), media_type="application/json")
+
+    @app.get("/live", response_model=LiveStatus)
+    async def live_status(request: Request) -> LiveStatus:
+        """How many streamers are live now, and since when."""
+        live: LiveSet | None = request.app.state.served.live
+        if live is None:
+            return LiveStatus(live=0, unknown=0, since=None)
+        return LiveStatus(live=len(live), unknown=live.unknown, since=live.since.isoformat(timespec="seconds"))
+
+    @app.put("/live", response_model=LiveStatus, dependencies=[Depends(require_admin)], responses=ADMIN_RESPONSES)
+    def publish_live(request: Request, update: LiveUpdate) -> LiveStatus:
+        """Publish the set of streamers live now; names the model does not know are counted and
+        left out."""
+        state = request.app.state
+        with state.reload_lock:  # against a concurrent reload swapping the model underneath
+            state.served = state.served.with_live(update.streamers)
+            live = state.served.live
+        log.info("live set: %d streamers (%d unknown names)", len(live), live.unknown)
+        return LiveStatus(live=len(live), unknown=live.unknown, since=live.since.isoformat(timespec="seconds"))
 
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
@@ -180,7 +288,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             old: Recommender = state.served.model
             try:
                 new = load_model(settings.model_path)
-                served = ServedModel(new)
+                served = state.served.for_model(new)
             except ModelError as exc:
                 log.error(
                     "reload failed; still serving the model created at %s: %s", old.metadata.get("created_at"), exc

@@ -12,7 +12,7 @@ import pytest
 import demo_data
 from als_fit import TrainParams, fit_base
 from conftest import run_cli
-from evaluation import evaluate_model, rep_lists, targets_after, time_split
+from evaluation import evaluate_live, evaluate_model, live_at, rep_lists, targets_after, time_split
 from sessions import INTEGER, Sessions
 
 FRAME = pd.DataFrame(
@@ -69,11 +69,18 @@ def test_evaluate_cli_prints_table_and_writes_json(block_csv, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def realistic_report():
-    """Train before the split and evaluate after, on 3,000 generated viewers."""
+def realistic_sessions():
+    """3,000 generated viewers split by time: (train part, test frame, all sessions)."""
     frame = demo_data.generate(n_users=3000, seed=5).astype({"uid": str, "session_id": str})
     sessions = Sessions(frame, "generated", "header", INTEGER, len(frame))
     train_part, test, _ = time_split(sessions, 0.1)
+    return train_part, test, frame
+
+
+@pytest.fixture(scope="module")
+def realistic_report(realistic_sessions):
+    """Train before the split and evaluate after."""
+    train_part, test, _ = realistic_sessions
     from als_fit import train
 
     return evaluate_model(train(train_part, TrainParams()), test)
@@ -89,3 +96,53 @@ def test_discovery_at_least_twice_popularity_on_new_targets(realistic_report):
     ndcg = {m: r["NDCG@10"] for m, r in realistic_report["results"]["new"].items()}
     assert ndcg["served"] >= 2 * ndcg["POP"]
     assert ndcg["REP"] == 0.0
+
+
+def test_live_at_lists_streamers_whose_sessions_cover_the_step(tiny_model):
+    # FRAME sessions cover single steps: bob 1, 3 and 5; alice 4 and 9; carol 2; dave 6
+    live = live_at(tiny_model, FRAME, np.array([3, 4, 6, 7]))
+    names = {step: sorted(tiny_model.streamers.ids[rows]) for step, rows in live.items()}
+    assert names == {3: ["bob"], 4: ["alice"], 6: ["dave"], 7: []}
+
+
+def test_live_protocol_cli_prints_hit_rates(block_csv, tmp_path):
+    model = tmp_path / "m.pkl"
+    result = run_cli(
+        "als_fit.py",
+        "--data",
+        str(block_csv),
+        "--model",
+        str(model),
+        "--factors",
+        "2",
+        "--evaluate",
+        "--protocol",
+        "live",
+    )
+    assert result.returncode == 0, result.stderr
+    for heading in ("live protocol", "hit@1", "hit@5", "hit@10", "NDCG@10", "repeat targets", "new targets"):
+        assert heading in result.stdout
+    report = json.loads(model.with_suffix(".evaluation-live.json").read_text())
+    assert report["protocol"] == "live"
+    assert set(report["results"]["all"]) == {"served", "ALS", "POP", "REP"}
+    assert 0 < report["results"]["all"]["served"]["hit@10"] <= 1
+
+
+def test_served_ranking_leads_the_live_protocol(realistic_sessions):
+    train_part, test, frame = realistic_sessions
+    from als_fit import train
+
+    report = evaluate_live(train(train_part, TrainParams()), frame, test)
+    ndcg = {m: r["NDCG@10"] for m, r in report["results"]["all"].items()}
+    assert ndcg["served"] > max(ndcg["REP"], ndcg["ALS"], ndcg["POP"])
+
+
+def test_tuning_search_runs_its_grid_on_a_validation_period(tmp_path):
+    data, out = tmp_path / "s.csv", tmp_path / "trials.json"
+    assert run_cli("demo_data.py", "--users", "600", "--out", str(data)).returncode == 0
+    result = run_cli("tuning.py", "--data", str(data), "--model", str(tmp_path / "m.pkl"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    trials = json.loads(out.read_text())
+    assert len(trials) == 5 + 27 + 3  # strengths, factors x regularization x alpha, iterations
+    assert all(0 <= t["valid_new_ndcg@10"] <= 1 for t in trials)
+    assert "best: TrainParams(" in result.stdout
