@@ -200,24 +200,24 @@ def catalog_scores(model: Recommender, rows: np.ndarray) -> np.ndarray:
 
 
 def ranked_lists(
-    model: Recommender, rankers: dict[str, RankerWeights], n: int
+    model: Recommender, rankers: dict[str, RankerWeights], n: int, among: np.ndarray | None = None
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
     shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
     user's best ALS score over the catalog.
 
     Candidates are the catalog plus every watched streamer for `all`, and the catalog minus
-    watched streamers for `new` (exclude_watched). One matrix product per chunk of users serves
-    both rankers."""
+    watched streamers for `new` (exclude_watched); with `among` (sorted streamer rows, e.g. the
+    live ones), only those. One matrix product per chunk of users serves both rankers."""
+    catalog = model.catalog if among is None else among
+    catalog_factors = model.catalog_factors if among is None else np.ascontiguousarray(model.als.item_factors[among])
     catalog_pos = np.full(model.n_streamers, -1, dtype=np.int64)
-    catalog_pos[model.catalog] = np.arange(len(model.catalog))
+    catalog_pos[catalog] = np.arange(len(catalog))
     linear = {name: w.linear() for name, w in rankers.items()}
-    pop_terms = {
-        name: (w[POP] * model.pop_feature[model.catalog]).astype(np.float32) for name, (_, w) in linear.items()
-    }
+    pop_terms = {name: (w[POP] * model.pop_feature[catalog]).astype(np.float32) for name, (_, w) in linear.items()}
     out = {}
     for name in ("all", "new"):
-        width = min(n, len(model.catalog) + (model.n_streamers if name == "all" else 0))
+        width = min(n, len(catalog) + (model.n_streamers if name == "all" and among is None else 0))
         out[name] = (
             np.full((model.n_users, width), -1, np.int32),
             np.full((model.n_users, width), -np.inf, np.float32),
@@ -227,9 +227,12 @@ def ranked_lists(
 
     def rank_chunk(lo: int) -> None:
         hi = min(lo + CHUNK_USERS, model.n_users)
-        s = catalog_scores(model, np.arange(lo, hi))
-        best = s.max(axis=1) if s.shape[1] else np.zeros(hi - lo, np.float32)
-        best_all[lo:hi] = best
+        s = model.als.user_factors[lo:hi] @ catalog_factors.T
+        if among is None:
+            best = s.max(axis=1) if s.shape[1] else np.zeros(hi - lo, np.float32)
+            best_all[lo:hi] = best
+        else:
+            best = model.best_als[lo:hi]
         wu = np.repeat(np.arange(lo, hi), np.diff(indptr[lo : hi + 1]))  # watched pairs of the chunk
         wi = indices[indptr[lo] : indptr[hi]].astype(np.int64)
         in_cat = catalog_pos[wi] >= 0
@@ -246,9 +249,10 @@ def ranked_lists(
             else:
                 full = (c + pair_features(model, wu, wi, best[wu - lo]) @ w).astype(np.float32)
                 dense[at] = full[in_cat]
-                extra = (wu[~in_cat] - lo, wi[~in_cat], full[~in_cat])
+                outside = ~in_cat if among is None else np.zeros(len(wi), dtype=bool)
+                extra = (wu[outside] - lo, wi[outside], full[outside])
             top = top_n_rows(dense, min(ids.shape[1], dense.shape[1]))
-            top_ids = model.catalog[top]
+            top_ids = catalog[top]
             top_scores = np.take_along_axis(dense, top, axis=1)
             if extra is not None and len(extra[0]):
                 top_ids, top_scores = _merge_extra(top_ids, top_scores, *extra, width=ids.shape[1])

@@ -25,7 +25,10 @@ from implicit.cpu.als import AlternatingLeastSquares
 
 from interactions import STRENGTHS, IdMap
 from ranking import (
+    ALS,
+    GAP,
     HISTORY,
+    POP,
     RankerWeights,
     entry_history_features,
     history_features,
@@ -64,6 +67,16 @@ class _AllowListUnpickler(pickle.Unpickler):
 
 
 LIST_LENGTH = 100  # precomputed ranking length per user: the API's largest k
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A set of streamers to rank among (e.g. the live ones), gathered once so that ranking a
+    user among them is one matrix-vector product and a few vector operations."""
+
+    rows: np.ndarray  # sorted streamer rows
+    factors: np.ndarray  # their ALS factors, contiguous
+    pop: dict[str, np.ndarray]  # per ranker: its popularity term for each of them
 
 
 @dataclass
@@ -117,7 +130,8 @@ class Recommender:
     def build_lists(self) -> None:
         """Rank the catalog (and each user's history) for every user with both rankers."""
         self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH)
-        self.__dict__.pop("history_bonus", None)  # the rankers may have changed
+        for derived in ("history_bonus", "linear"):  # the rankers may have changed
+            self.__dict__.pop(derived, None)
 
     @cached_property
     def history_bonus(self) -> np.ndarray:
@@ -148,27 +162,44 @@ class Recommender:
 
     # --- ranking on request: a subset of streamers, or a viewer known by recent history ----
 
+    @cached_property
+    def linear(self) -> dict[str, tuple[float, np.ndarray]]:
+        """Each ranker as (c, w) with score = c + features . w."""
+        return {name: weights.linear() for name, weights in self.rankers.items()}
+
+    def candidates(self, rows: np.ndarray) -> Candidates:
+        """What ranking among `rows` needs, gathered once (see Candidates)."""
+        rows = np.unique(rows)
+        factors = np.ascontiguousarray(self.als.item_factors[rows])
+        pop = {name: (w[POP] * self.pop_feature[rows]).astype(np.float32) for name, (_, w) in self.linear.items()}
+        return Candidates(rows, factors, pop)
+
     def recommend_among(
-        self, row: int, candidates: np.ndarray, k: int = 10, exclude_watched: bool = False
+        self, row: int, candidates: Candidates | np.ndarray, k: int = 10, exclude_watched: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The served ranking of a known user restricted to `candidates` (sorted streamer rows,
-        e.g. the live ones): one dot product per candidate, history terms precomputed."""
-        watched, entries = self.history(row)
-        pos = np.searchsorted(candidates, watched)
-        hit = pos < len(candidates)
-        hit[hit] = candidates[pos[hit]] == watched[hit]
-        if exclude_watched:
-            keep = np.ones(len(candidates), dtype=bool)
-            keep[pos[hit]] = False
-            candidates, bonus = candidates[keep], None
-        else:
-            bonus = np.zeros(len(candidates), dtype=np.float32)
-            bonus[pos[hit]] = self.history_bonus[entries][hit]
-        ranker = self.rankers["new" if exclude_watched else "all"]
+        """The served ranking of a known user restricted to `candidates` (e.g. the live
+        streamers): one dot product per candidate, the history terms precomputed. Gives exactly
+        min(k, candidates left) streamers."""
+        if not isinstance(candidates, Candidates):
+            candidates = self.candidates(candidates)
+        name = "new" if exclude_watched else "all"
+        c, w = self.linear[name]
         best = float(self.best_als[row]) if self.best_als is not None else 0.0
-        scores = score_candidates(self, ranker, self.als.user_factors[row], best, candidates, bonus)
+        scores = candidates.factors @ self.als.user_factors[row]
+        scores *= float(w[ALS] - w[GAP])
+        scores += float(c + w[GAP] * best)
+        scores += candidates.pop[name]
+        watched, entries = self.history(row)
+        pos = np.searchsorted(candidates.rows, watched)
+        hit = pos < len(candidates.rows)
+        hit[hit] = candidates.rows[pos[hit]] == watched[hit]
+        if exclude_watched:
+            scores[pos[hit]] = -np.inf
+        else:
+            scores[pos[hit]] += self.history_bonus[entries][hit]
         top = top_n(scores, k)
-        return candidates[top], scores[top]
+        top = top[np.isfinite(scores[top])]
+        return candidates.rows[top], scores[top]
 
     def recommend_recent(
         self, names: list[str], k: int = 10, exclude_watched: bool = False, candidates: np.ndarray | None = None

@@ -17,25 +17,30 @@ model and a reload reaches the one worker that answers it: restart the workers i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import secrets
 import threading
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from threadpoolctl import threadpool_limits
 
-from live import LiveSet
+from live import LiveSet, read_live, write_live
 from recommender import PERSONAL, POPULAR, RECENT, ModelError, Recommender, load_model
-from settings import Settings, get_settings
+from settings import Settings, get_settings, live_file
 
 log = logging.getLogger("service")
 
 MAX_K = 100
 MAX_RECENT = 500  # recent streamer names used per request; more are ignored
+LIVE_CHECK_SECONDS = 1.0  # how often a worker looks for a live set another worker published
 
 
 class Recommendation(BaseModel):
@@ -69,6 +74,7 @@ class LiveStatus(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+    worker_pid: int = Field(description="the worker process that answered")
     model_loaded: bool
     created_at: str | None
     users: int
@@ -100,9 +106,10 @@ class ServedModel:
         self.model = model
         self.live = live
         self.names_json = names_json or [json.dumps(name) for name in model.streamers.ids.tolist()]
+        model.history_bonus  # noqa: B018 - computed now, not inside the first live-only request
 
-    def with_live(self, names: list[str]) -> ServedModel:
-        return ServedModel(self.model, LiveSet.build(self.model, names), self.names_json)
+    def with_live(self, names: list[str], since: datetime | None = None) -> ServedModel:
+        return ServedModel(self.model, LiveSet.build(self.model, names, since), self.names_json)
 
     def for_model(self, model: Recommender) -> ServedModel:
         """The same live streamers (by name) on another model."""
@@ -127,7 +134,7 @@ class ServedModel:
         if row is not None:
             source = PERSONAL
             if live_only:
-                result = model.recommend_among(row, live.rows, k, exclude_watched)
+                result = live.recommend(model, row, k, exclude_watched)
             else:
                 result = model.recommend(row, k, exclude_watched)
         elif recent:
@@ -164,6 +171,48 @@ ADMIN_RESPONSES = {
 }
 
 
+def sync_live(app: FastAPI, force: bool = False) -> None:
+    """Take up a live set that another worker published: if the shared file is newer than the
+    one this worker serves, rank it in a background thread and swap it in when ready (`force`:
+    right here, as at startup)."""
+    state = app.state
+    try:
+        version = live_file(state.settings).stat().st_mtime_ns
+    except OSError:
+        return
+    if version != state.live_version and not state.live_building:
+        state.live_building = True
+        if force:
+            _take_up_live(app)
+        else:
+            threading.Thread(target=_take_up_live, args=(app,), daemon=True).start()
+
+
+async def watch_live(app: FastAPI) -> None:
+    """Every LIVE_CHECK_SECONDS: one stat of the live file, on the event loop."""
+    while True:
+        await asyncio.sleep(LIVE_CHECK_SECONDS)
+        try:
+            sync_live(app)
+        except Exception:  # noqa: BLE001 - the watcher must outlive a bad file
+            log.exception("could not take up the published live set")
+
+
+def _take_up_live(app: FastAPI) -> None:
+    state = app.state
+    try:
+        published = read_live(live_file(state.settings))
+        if published is None:
+            return
+        names, since, version = published
+        with state.reload_lock:
+            if version != state.live_version:
+                state.served = state.served.with_live(names, since)
+                state.live_version = version
+    finally:
+        state.live_building = False
+
+
 def create_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
     """The app; `recommender` skips loading from `settings.model_path` (already loaded)."""
     settings = settings or get_settings()
@@ -171,9 +220,14 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         model = recommender if recommender is not None else load_model(settings.model_path)
+        # Requests do small matrix-vector products; BLAS threads would only add wake-ups.
+        blas = threadpool_limits(1, "blas")
         app.state.served = ServedModel(model)
         app.state.settings = settings
         app.state.reload_lock = threading.Lock()
+        app.state.live_version, app.state.live_building = None, False
+        sync_live(app, force=True)
+        watcher = asyncio.create_task(watch_live(app))
         log.info(
             "model loaded: %d users, %d streamers, created %s",
             model.n_users,
@@ -181,7 +235,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             model.metadata.get("created_at"),
         )
         yield
+        watcher.cancel()
         app.state.served = None
+        blas.restore_original_limits()
 
     app = FastAPI(
         title="Streamer recommendations",
@@ -258,8 +314,11 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         left out."""
         state = request.app.state
         with state.reload_lock:  # against a concurrent reload swapping the model underneath
-            state.served = state.served.with_live(update.streamers)
-            live = state.served.live
+            served = state.served.with_live(update.streamers)
+            live = served.live
+            # Shared with the other workers through the file; this one swaps at once.
+            state.live_version = write_live(live_file(settings), list(live.names), live.since)
+            state.served = served
         log.info("live set: %d streamers (%d unknown names)", len(live), live.unknown)
         return LiveStatus(live=len(live), unknown=live.unknown, since=live.since.isoformat(timespec="seconds"))
 
@@ -269,6 +328,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         model = served.model if served else None
         return Health(
             status="ok",
+            worker_pid=os.getpid(),
             model_loaded=model is not None,
             created_at=model.metadata.get("created_at") if model else None,
             users=model.n_users if model else 0,

@@ -27,10 +27,16 @@ class Settings(BaseSettings):
     port: int = 8000
     # Uvicorn worker processes; each one holds its own copy of the model.
     workers: int = 1
+    # Where the published live set is kept for every worker; empty: beside the model (.live.json).
+    live_path: str = ""
     # Bearer token for the admin endpoints; empty turns them off.
     admin_token: str = ""
     # Python logging level of the service and the trainer.
     log_level: str = "INFO"
+
+
+def live_file(settings: Settings) -> Path:
+    return Path(settings.live_path) if settings.live_path else Path(settings.model_path).with_suffix(".live.json")
 
 
 def get_settings() -> Settings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx2 as httpx
 import pytest
 
@@ -52,3 +54,28 @@ def test_missing_model_is_one_clear_line(tmp_path):
     result = run_cli("platform.py", "--model", str(missing), "--port", str(free_port()), timeout=60)
     assert result.returncode == 2
     assert result.stderr == f"error: no model file at {missing}; train one with: python als_fit.py\n"
+
+
+def test_sighup_rolls_a_new_model_out_to_every_worker(block_csv, tmp_path):
+    import os
+    import signal
+
+    path = tmp_path / "model.pkl"
+    assert run_cli("als_fit.py", "--data", str(block_csv), "--model", str(path), "--factors", "2").returncode == 0
+    proc, base = start_server(path, "--workers", "2")
+    try:
+        before = httpx.get(f"{base}/health").json()["created_at"]
+        time.sleep(1.1)  # created_at has one-second resolution
+        retrained = run_cli("als_fit.py", "--data", str(block_csv), "--model", str(path), "--factors", "2")
+        assert retrained.returncode == 0
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            seen = {httpx.get(f"{base}/health").json()["created_at"] for _ in range(20)}
+            if seen and before not in seen:
+                break
+            time.sleep(0.5)
+        assert before not in seen and len(seen) == 1  # every worker answers from the new model
+    finally:
+        stop_server(proc)

@@ -4,6 +4,8 @@ server; and the ranking paths behind them against the precomputed lists."""
 from __future__ import annotations
 
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
 import numpy as np
@@ -146,3 +148,56 @@ def test_ranking_among_all_candidates_equals_the_precomputed_list(model, exclude
         want_rows, want_scores = model.recommend(row, 10, exclude_watched)
         np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-4)
         assert got_rows.tolist() == want_rows.tolist()
+
+
+def test_every_worker_serves_the_published_live_set(block_model_path, tmp_path):
+    path = tmp_path / "model.pkl"
+    shutil.copy(block_model_path, path)
+    proc, base = start_server(path, "--workers", "2", ADMIN_TOKEN=TOKEN)
+    try:
+
+        def ask(_) -> tuple[int, int, list[str]]:
+            # One connection per thread, several at once, so that both workers must answer.
+            with httpx.Client(base_url=base, timeout=10) as client:
+                pid = client.get("/health").json()["worker_pid"]
+                live = client.get("/live").json()["live"]
+                r = client.get("/recomendations/user/2", params={"live_only": "true", "k": 5})
+                return pid, live, sorted(names(r)) if r.status_code == 200 else []
+
+        def from_both_workers() -> list[tuple[int, int, list[str]]]:
+            answers: list[tuple[int, int, list[str]]] = []
+            with ThreadPoolExecutor(16) as pool:
+                for _ in range(20):
+                    answers += list(pool.map(ask, range(32)))
+                    if len({pid for pid, _, _ in answers}) == 2:
+                        return answers
+            raise AssertionError("only one worker answered")
+
+        assert all(live == 0 for _, live, _ in from_both_workers())  # both up, nothing published
+        r = httpx.put(f"{base}/live", json={"streamers": ["bravo1", "bravo2"]}, headers=AUTH)
+        assert r.status_code == 200
+        time.sleep(1.5)  # workers look for a newer live set at most once a second
+        answers = from_both_workers()
+        assert all(live == 2 and got == ["bravo1", "bravo2"] for _, live, got in answers)
+    finally:
+        stop_server(proc)
+    assert (tmp_path / "model.live.json").is_file()
+    # A restarted server starts with the published set.
+    proc, base = start_server(path, ADMIN_TOKEN=TOKEN)
+    try:
+        assert httpx.get(f"{base}/live").json()["live"] == 2
+    finally:
+        stop_server(proc)
+
+
+@pytest.mark.parametrize("exclude_watched", [False, True])
+def test_live_lists_ranked_in_advance_equal_ranking_on_request(model, exclude_watched):
+    from live import LiveSet
+
+    live = LiveSet.build(model, ["alpha0", "alpha3", "bravo1", "bravo4", "bravo5"])
+    assert live.lists is not None
+    for row in range(model.n_users):
+        ahead_rows, ahead_scores = live.recommend(model, row, 5, exclude_watched)
+        now_rows, now_scores = model.recommend_among(row, live.candidates, 5, exclude_watched)
+        assert ahead_rows.tolist() == now_rows.tolist()
+        np.testing.assert_allclose(ahead_scores, now_scores, rtol=1e-4, atol=1e-4)
