@@ -13,6 +13,10 @@ fails to load leaves the old model serving. Admin endpoints need `Authorization:
 <ADMIN_TOKEN>` and are off (404) when no token is set. With several workers each holds its own
 model and a reload reaches the one worker that answers it: restart the workers instead
 (`kill -HUP` on the uvicorn parent process restarts them one by one).
+
+`PUT /live` publishes the live streamers. The set is written to a file (`LIVE_PATH`) that every
+worker checks once a second, ranking a newer set in a background thread before swapping it in,
+so all workers serve the same set within about a second plus its ranking time.
 """
 
 from __future__ import annotations

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("service", ["platform.py", "--model", str(MODEL), "--workers", str(workers)]),
             ):
+                MODEL.with_suffix(".live.json").unlink(missing_ok=True)  # start without a live set
                 t = time.perf_counter()
                 proc, base = start_server(cmd, env={**os.environ, "ADMIN_TOKEN": TOKEN})
                 ready_s = time.perf_counter() - t
