@@ -155,6 +155,19 @@ def time_split(sessions: Sessions, test_fraction: float) -> tuple[Sessions, pd.D
     return replace(sessions, frame=before.reset_index(drop=True)), after, cut
 
 
+def _tables(report: dict, columns, titles: dict[str, str]) -> list[str]:
+    """One table per target kind: a row per method, a column per metric."""
+    lines = []
+    for target in TARGETS:
+        lines.append("")
+        lines.append(f"{titles[target]}, {report['users'][target]:,} users")
+        lines.append(f"  {'method':<8}" + "".join(f"{m:>11}" for m in columns))
+        for method in METHODS:
+            row = report["results"][target][method]
+            lines.append(f"  {method:<8}" + "".join(f"{row[m]:>11.4f}" for m in columns))
+    return lines
+
+
 def format_report(report: dict) -> str:
     s = report["split"]
     lines = [
@@ -162,15 +175,8 @@ def format_report(report: dict) -> str:
         f"{s['train_sessions']:,} sessions before, {s['test_sessions']:,} after; "
         f"{report['users']['all']:,} test users",
     ]
-    for target in TARGETS:
-        n = report["users"][target]
-        title = {"all": "all targets", "repeat": "repeat targets", "new": "new targets (watched streamers left out)"}
-        lines.append("")
-        lines.append(f"{title[target]}, {n:,} users")
-        lines.append(f"  {'method':<8}" + "".join(f"{m:>11}" for m in METRICS))
-        for method in METHODS:
-            row = report["results"][target][method]
-            lines.append(f"  {method:<8}" + "".join(f"{row[m]:>11.4f}" for m in METRICS))
+    titles = {"all": "all targets", "repeat": "repeat targets", "new": "new targets (watched streamers left out)"}
+    lines += _tables(report, METRICS, titles)
     cov = report["coverage@10"]
     lines.append("")
     lines.append("catalog coverage@10: " + ", ".join(f"{m} {v:.2%}" for m, v in cov.items()))
@@ -293,13 +299,7 @@ def format_live_report(report: dict) -> str:
         f"ranked among the streamers live at its start (median {report['live_candidates']['median']:.0f}, "
         f"mean {report['live_candidates']['mean']:.0f} live); {report['users']['all']:,} test users",
     ]
-    for target in TARGETS:
-        lines.append("")
-        lines.append(f"{target} targets, {report['users'][target]:,} users")
-        lines.append(f"  {'method':<8}" + "".join(f"{m:>11}" for m in LIVE_METRICS))
-        for method in METHODS:
-            row = report["results"][target][method]
-            lines.append(f"  {method:<8}" + "".join(f"{row[m]:>11.4f}" for m in LIVE_METRICS))
+    lines += _tables(report, LIVE_METRICS, {t: f"{t} targets" for t in TARGETS})
     return "\n".join(lines)
 
 
