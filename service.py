@@ -312,7 +312,12 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             return LiveStatus(live=0, unknown=0, since=None)
         return LiveStatus(live=len(live), unknown=live.unknown, since=live.since.isoformat(timespec="seconds"))
 
-    @app.put("/live", response_model=LiveStatus, dependencies=[Depends(require_admin)], responses=ADMIN_RESPONSES)
+    @app.put(
+        "/live",
+        response_model=LiveStatus,
+        dependencies=[Depends(require_admin)],
+        responses={**ADMIN_RESPONSES, 503: {"model": ErrorDetail, "description": "LIVE_PATH is not writable"}},
+    )
     def publish_live(request: Request, update: LiveUpdate) -> LiveStatus:
         """Publish the set of streamers live now; names the model does not know are counted and
         left out."""
@@ -321,7 +326,13 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             served = state.served.with_live(update.streamers)
             live = served.live
             # Shared with the other workers through the file; this one swaps at once.
-            state.live_version = write_live(live_file(settings), list(live.names), live.since)
+            path = live_file(settings)
+            try:
+                state.live_version = write_live(path, list(live.names), live.since)
+            except OSError as exc:
+                raise HTTPException(
+                    503, f"cannot write the live set to {path} ({exc.strerror or exc}); nothing was published"
+                ) from None
             state.served = served
         log.info("live set: %d streamers (%d unknown names)", len(live), live.unknown)
         return LiveStatus(live=len(live), unknown=live.unknown, since=live.since.isoformat(timespec="seconds"))

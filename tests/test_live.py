@@ -201,3 +201,15 @@ def test_live_lists_ranked_in_advance_equal_ranking_on_request(model, exclude_wa
         now_rows, now_scores = model.recommend_among(row, live.candidates, 5, exclude_watched)
         assert ahead_rows.tolist() == now_rows.tolist()
         np.testing.assert_allclose(ahead_scores, now_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_an_unwritable_live_path_is_a_clear_error_and_publishes_nothing(block_model_path, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file")
+    proc, base = start_server(block_model_path, ADMIN_TOKEN=TOKEN, LIVE_PATH=str(blocker / "live.json"))
+    try:
+        r = httpx.put(f"{base}/live", json={"streamers": ["alpha0"]}, headers=AUTH)
+        assert r.status_code == 503 and "cannot write the live set" in r.json()["detail"]
+        assert httpx.get(f"{base}/live").json()["live"] == 0
+    finally:
+        stop_server(proc)
