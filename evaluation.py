@@ -71,14 +71,19 @@ def targets_after(model: Recommender, test: pd.DataFrame) -> tuple[np.ndarray, l
     return users, [relevant[u] for u in users.tolist()]
 
 
+def rep_list(model: Recommender, row: int, among: np.ndarray | None = None, k: int = K) -> list[int]:
+    """REP: the user's own streamers (those in `among`, if given) by session count, ties broken
+    by recency."""
+    watched, entries = model.history(row)
+    count, last = model.count.data[entries], model.last_seen.data[entries]
+    if among is not None:
+        on = np.isin(watched, among)
+        watched, count, last = watched[on], count[on], last[on]
+    return watched[np.lexsort((-last, -count))][:k].tolist()
+
+
 def rep_lists(model: Recommender, users: np.ndarray, k: int = K) -> list[list[int]]:
-    """REP: each user's own streamers by session count, ties broken by recency."""
-    out = []
-    for row in users.tolist():
-        watched, entries = model.history(row)
-        order = np.lexsort((-model.last_seen.data[entries], -model.count.data[entries]))
-        out.append(watched[order][:k].tolist())
-    return out
+    return [rep_list(model, row, k=k) for row in users.tolist()]
 
 
 def als_lists(model: Recommender, users: np.ndarray, exclude_watched: bool, k: int = K) -> list[list[int]]:
@@ -89,15 +94,9 @@ def als_lists(model: Recommender, users: np.ndarray, exclude_watched: bool, k: i
 
 
 def pop_lists(model: Recommender, users: np.ndarray, exclude_watched: bool, k: int = K) -> list[list[int]]:
-    head = model.popular_ranking[: k + 400]
-    out = []
-    for row in users.tolist():
-        if exclude_watched:
-            watched, _ = model.history(row)
-            out.append(head[~np.isin(head, watched)][:k].tolist())
-        else:
-            out.append(head[:k].tolist())
-    return out
+    if not exclude_watched:
+        return [model.recommend_popular(k)[0].tolist()] * len(users)
+    return [model.recommend_popular(k, exclude=model.history(row)[0])[0].tolist() for row in users.tolist()]
 
 
 def served_lists(model: Recommender, users: np.ndarray, exclude_watched: bool, k: int = K) -> list[list[int]]:
@@ -259,15 +258,12 @@ def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -
         for j, (row, step) in enumerate(zip(users.tolist(), steps.tolist(), strict=True)):
             cands = live[step]
             sizes.append(len(cands))
-            watched, entries = model.history(row)
-            repeat[j] = targets[j] in set(watched.tolist())
+            repeat[j] = targets[j] in set(model.history(row)[0].tolist())
             lists["served"].append(model.recommend_among(row, cands, K)[0].tolist())
             als = model.als.item_factors[cands] @ model.als.user_factors[row]
             lists["ALS"].append(cands[top_n(als, K)].tolist())
             lists["POP"].append(cands[np.argsort(pop_rank[cands], kind="stable")[:K]].tolist())
-            on = np.isin(watched, cands)
-            order = np.lexsort((-model.last_seen.data[entries][on], -model.count.data[entries][on]))
-            lists["REP"].append(watched[on][order][:K].tolist())
+            lists["REP"].append(rep_list(model, row, among=cands))
     # a target the model never saw is relevant but unreachable: id -1 is never ranked
     actual = [{int(t)} for t in targets]
     results, counts = {}, {}

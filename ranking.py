@@ -178,22 +178,6 @@ def pair_features(model: Recommender, users: np.ndarray, items: np.ndarray, best
     return x
 
 
-def score_candidates(
-    model: Recommender,
-    weights: RankerWeights,
-    user_vector: np.ndarray,
-    best: float,
-    candidates: np.ndarray,
-    bonus: np.ndarray | None = None,
-) -> np.ndarray:
-    """Ranker scores of `candidates` for one user vector: the non-history part for all of them,
-    plus `bonus` (the history part, aligned with candidates; 0 where never watched)."""
-    c, w = weights.linear()
-    als = model.als.item_factors[candidates] @ user_vector
-    scores = (c + w[GAP] * best) + (w[ALS] - w[GAP]) * als + w[POP] * model.pop_feature[candidates]
-    return scores if bonus is None else scores + bonus
-
-
 def catalog_scores(model: Recommender, rows: np.ndarray) -> np.ndarray:
     """ALS scores of `rows` against the catalog: a (len(rows), len(catalog)) float32 matrix."""
     return model.als.user_factors[rows] @ model.catalog_factors.T

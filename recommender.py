@@ -33,7 +33,6 @@ from ranking import (
     entry_history_features,
     history_features,
     ranked_lists,
-    score_candidates,
     top_n,
 )
 
@@ -130,7 +129,7 @@ class Recommender:
     def build_lists(self) -> None:
         """Rank the catalog (and each user's history) for every user with both rankers."""
         self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH)
-        for derived in ("history_bonus", "linear"):  # the rankers may have changed
+        for derived in ("history_bonus", "linear", "catalog_candidates"):  # the rankers may have changed
             self.__dict__.pop(derived, None)
 
     @cached_property
@@ -151,13 +150,20 @@ class Recommender:
             return top, top_s
         top, top_s = top[:n], top_s[:n]
         skip = np.concatenate([top, self.history(row)[0]]) if exclude_watched else top
-        extra = self.popular_ranking[~np.isin(self.popular_ranking, skip)][: k - n]
+        extra, _ = self.recommend_popular(k - n, exclude=skip)
         floor = float(top_s[-1]) if n else 0.0
         return np.concatenate([top, extra]), np.concatenate([top_s, floor - 1.0 - np.arange(len(extra))])
 
-    def recommend_popular(self, k: int = 10, ranking: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The k most popular streamers, of `ranking` (a popularity-ordered subset) if given."""
-        rows = (self.popular_ranking if ranking is None else ranking)[:k]
+    def recommend_popular(
+        self, k: int = 10, ranking: np.ndarray | None = None, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k most popular streamers, of `ranking` (a popularity-ordered subset) if given,
+        skipping the rows in `exclude`."""
+        rows = self.popular_ranking if ranking is None else ranking
+        if exclude is not None and len(exclude):
+            head = rows[: k + len(exclude)]  # at most len(exclude) of these are skipped
+            rows = head[~np.isin(head, exclude)]
+        rows = rows[:k]
         return rows, self.popularity[rows]
 
     # --- ranking on request: a subset of streamers, or a viewer known by recent history ----
@@ -168,11 +174,20 @@ class Recommender:
         return {name: weights.linear() for name, weights in self.rankers.items()}
 
     def candidates(self, rows: np.ndarray) -> Candidates:
-        """What ranking among `rows` needs, gathered once (see Candidates)."""
-        rows = np.unique(rows)
+        """What ranking among `rows` (sorted, distinct streamer rows) needs, gathered once."""
         factors = np.ascontiguousarray(self.als.item_factors[rows])
         pop = {name: (w[POP] * self.pop_feature[rows]).astype(np.float32) for name, (_, w) in self.linear.items()}
         return Candidates(rows, factors, pop)
+
+    @cached_property
+    def catalog_candidates(self) -> Candidates:
+        return self.candidates(self.catalog)
+
+    @cached_property
+    def in_catalog(self) -> np.ndarray:
+        mask = np.zeros(self.n_streamers, dtype=bool)
+        mask[self.catalog] = True
+        return mask
 
     def recommend_among(
         self, row: int, candidates: Candidates | np.ndarray, k: int = 10, exclude_watched: bool = False
@@ -182,27 +197,13 @@ class Recommender:
         min(k, candidates left) streamers."""
         if not isinstance(candidates, Candidates):
             candidates = self.candidates(candidates)
-        name = "new" if exclude_watched else "all"
-        c, w = self.linear[name]
         best = float(self.best_als[row]) if self.best_als is not None else 0.0
-        scores = candidates.factors @ self.als.user_factors[row]
-        scores *= float(w[ALS] - w[GAP])
-        scores += float(c + w[GAP] * best)
-        scores += candidates.pop[name]
         watched, entries = self.history(row)
-        pos = np.searchsorted(candidates.rows, watched)
-        hit = pos < len(candidates.rows)
-        hit[hit] = candidates.rows[pos[hit]] == watched[hit]
-        if exclude_watched:
-            scores[pos[hit]] = -np.inf
-        else:
-            scores[pos[hit]] += self.history_bonus[entries][hit]
-        top = top_n(scores, k)
-        top = top[np.isfinite(scores[top])]
-        return candidates.rows[top], scores[top]
+        bonus = self.history_bonus[entries]
+        return self._rank(self.als.user_factors[row], best, candidates, k, exclude_watched, watched, bonus)
 
     def recommend_recent(
-        self, names: list[str], k: int = 10, exclude_watched: bool = False, candidates: np.ndarray | None = None
+        self, names: list[str], k: int = 10, exclude_watched: bool = False, candidates: Candidates | None = None
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The served ranking for a viewer the model does not know, from the streamers they
         watched recently (`names`, most recent first or not: order is ignored; repeats count).
@@ -220,24 +221,45 @@ class Recommender:
         vector = self.als.recalculate_user(0, user_items)
         best = float((self.catalog_factors @ vector).max(initial=0.0))
         if candidates is None:
-            candidates = np.union1d(self.catalog, items)
-        pos = np.searchsorted(candidates, items)
-        hit = pos < len(candidates)
-        hit[hit] = candidates[pos[hit]] == items[hit]
+            outside = items[~self.in_catalog[items]]
+            if len(outside):
+                candidates = self.candidates(np.sort(np.concatenate([self.catalog, outside])))
+            else:
+                candidates = self.catalog_candidates
+        _, w = self.linear["all"]
+        total = np.full(len(items), float(counts.sum()))
+        bonus = history_features(counts, counts, total, total, np.zeros(len(items))) @ w[HISTORY]
+        return self._rank(vector, best, candidates, k, exclude_watched, items, bonus.astype(np.float32))
+
+    def _rank(
+        self,
+        vector: np.ndarray,
+        best: float,
+        candidates: Candidates,
+        k: int,
+        exclude_watched: bool,
+        watched: np.ndarray,
+        bonus: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of `candidates` for one user vector by the served ranker. `watched` (sorted
+        streamer rows) get their history terms `bonus` added, or are left out with
+        exclude_watched (the `new` ranker)."""
+        name = "new" if exclude_watched else "all"
+        c, w = self.linear[name]
+        scores = candidates.factors @ vector
+        scores *= float(w[ALS] - w[GAP])
+        scores += float(c + w[GAP] * best)
+        scores += candidates.pop[name]
+        pos = np.searchsorted(candidates.rows, watched)
+        hit = pos < len(candidates.rows)
+        hit[hit] = candidates.rows[pos[hit]] == watched[hit]
         if exclude_watched:
-            keep = np.ones(len(candidates), dtype=bool)
-            keep[pos[hit]] = False
-            candidates, bonus = candidates[keep], None
+            scores[pos[hit]] = -np.inf
         else:
-            _, w = self.rankers["all"].linear()
-            total = np.full(len(items), float(counts.sum()))
-            recent = history_features(counts, counts, total, total, np.zeros(len(items)))
-            bonus = np.zeros(len(candidates), dtype=np.float32)
-            bonus[pos[hit]] = (recent @ w[HISTORY])[hit]
-        ranker = self.rankers["new" if exclude_watched else "all"]
-        scores = score_candidates(self, ranker, vector, best, candidates, bonus)
+            scores[pos[hit]] += bonus[hit]
         top = top_n(scores, k)
-        return candidates[top], scores[top]
+        top = top[np.isfinite(scores[top])]
+        return candidates.rows[top], scores[top]
 
     def similar(self, row: int, k: int = 10, candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Streamers whose audiences overlap with streamer `row`'s: cosine similarity of ALS

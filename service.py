@@ -143,7 +143,7 @@ class ServedModel:
                 result = model.recommend(row, k, exclude_watched)
         elif recent:
             source = RECENT
-            result = model.recommend_recent(recent, k, exclude_watched, live.rows if live_only else None)
+            result = model.recommend_recent(recent, k, exclude_watched, live.candidates if live_only else None)
         if result is None:
             source = POPULAR
             result = model.recommend_popular(k, live.popular if live_only else None)

@@ -53,6 +53,16 @@ def block_model_path(tmp_path_factory, block_csv) -> Path:
     return path
 
 
+class Exploit:
+    """Pickles to a payload that would create the file `target` when unpickled."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a child process: no settings leaking in from the caller."""
     env = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import pickle
 import shutil
 import threading
@@ -14,7 +13,7 @@ from urllib.parse import quote, urlsplit
 import httpx2 as httpx
 import pytest
 
-from conftest import free_port, run_cli, start_server, stop_server
+from conftest import Exploit, free_port, run_cli, start_server, stop_server
 from recommender import FORMAT, FORMAT_VERSION
 
 TOKEN = "s3cret-admin-token"
@@ -23,19 +22,11 @@ TOKEN = "s3cret-admin-token"
 # --- model files ------------------------------------------------------------------------------
 
 
-class _Exploit:
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.target}",))
-
-
 def model_files(tmp_path, block_model_path):
     real = block_model_path.read_bytes()
     return {
         "tampered": pickle.dumps(
-            {"format": FORMAT, "format_version": FORMAT_VERSION, "als": _Exploit(tmp_path / "pwned")}
+            {"format": FORMAT, "format_version": FORMAT_VERSION, "als": Exploit(tmp_path / "pwned")}
         ),
         "truncated": real[: len(real) // 3],
         "not a model": b"PK\x03\x04 this is a zip file, not a model",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import numpy as np
 import pytest
 
-from conftest import GROUP_A, GROUP_B
+from conftest import GROUP_A, GROUP_B, Exploit
 from recommender import FORMAT, FORMAT_VERSION, ModelError, check_writable, load_model, save_model
 
 
@@ -67,18 +66,10 @@ def test_round_trip_keeps_everything(model, tmp_path):
     assert again.recommend_for("5", k=5) == model.recommend_for("5", k=5)
 
 
-class _Exploit:
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.target}",))
-
-
 def test_tampered_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "x": _Exploit(marker)}))
+    path.write_bytes(pickle.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "x": Exploit(marker)}))
     with pytest.raises(ModelError, match="not a trusted model file"):
         load_model(path)
     assert not marker.exists()
