@@ -51,14 +51,15 @@ class PopularityRecommender:
             lengths = pd.Series(session_lengths(recent, time_format), index=recent.index)
             score = lengths.groupby(recent[STREAMER], sort=False).sum()
         if streamers is None:
-            streamers = IdMap(np.asarray(score.index, dtype=str))
+            streamers = IdMap.from_ids(score.index)
         rows = streamers.rows(score.index)
         keep = rows >= 0
         # Every streamer of the map is ranked: those unseen in the window score 0, at the end.
         values = np.zeros(len(streamers), dtype=np.float64)
         values[rows[keep]] = score.to_numpy(dtype=np.float64)[keep]
-        # Ties broken by name so the ranking is deterministic.
-        order = np.lexsort((streamers.ids, -values))
+        # Ties broken by row (first appearance in the log): deterministic, and no string sort of
+        # a million names.
+        order = np.argsort(-values, kind="stable")
         self.ranking, self.scores = order, values[order].astype(np.float32)
         self.streamers = streamers
         return self

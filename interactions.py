@@ -9,7 +9,9 @@ The ALS input is one `strength` computed from those (see STRENGTHS).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -28,28 +30,91 @@ STRENGTHS = {
 
 
 class IdMap:
-    """External ids (always str: uid 42 in a file is user "42" in a URL) <-> contiguous rows."""
+    """External ids (always str: uid 42 in a file is user "42" in a URL) <-> contiguous rows.
 
-    def __init__(self, ids: np.ndarray):
-        self.ids = np.asarray(ids, dtype=str)
-        self.index = {external: row for row, external in enumerate(self.ids.tolist())}
-        if len(self.index) != len(self.ids):
+    Held as flat arrays, so that a model file can map them and every worker shares one copy:
+    `blob` is the UTF-8 of every id back to back, id `r` spanning `offsets[r]:offsets[r + 1]`;
+    `keys` is the CRC-32 of every id, sorted, and `order` the row of each key. A lookup is one
+    CRC, one binary search and a byte comparison per id with the same CRC (CRC-32 collides for
+    about a hundred pairs in a million ids; the comparison makes that harmless). A Python dict
+    would cost ~130 MB per million ids in every worker and a second to build at startup.
+    """
+
+    ARRAYS = ("blob", "offsets", "keys", "order")
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, keys: np.ndarray, order: np.ndarray):
+        self.blob, self.offsets, self.keys, self.order = blob, offsets, keys, order
+        self._raw = memoryview(blob).cast("B") if blob.flags.c_contiguous else memoryview(blob.tobytes())
+
+    @classmethod
+    def from_ids(cls, ids) -> IdMap:
+        """A map of the given ids, in their order. Raises ValueError if an id repeats."""
+        strings = [str(i) for i in ids]
+        encoded = [_utf8(s) for s in strings]
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        crc = np.fromiter(map(zlib.crc32, encoded), dtype=np.uint32, count=len(encoded))
+        order = np.argsort(crc, kind="stable")
+        out = cls(blob, offsets, crc[order], order.astype(np.int64))
+        index = pd.Index(strings, dtype=object)
+        if not index.is_unique:
             raise ValueError("IdMap ids must be unique")
+        out.__dict__["index"] = index
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.ARRAYS}
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.offsets) - 1
+
+    def name(self, row: int) -> str:
+        return self.raw(row).decode("utf-8", "surrogatepass")
+
+    def raw(self, row: int) -> bytes:
+        return bytes(self._raw[int(self.offsets[row]) : int(self.offsets[row + 1])])
 
     def get(self, external: str) -> int | None:
-        return self.index.get(external)
+        """The row of one id, or None. Ids are strings: the int 42 is not the id "42"."""
+        if not isinstance(external, str):
+            return None
+        b = _utf8(external)
+        crc = zlib.crc32(b)
+        i = int(self.keys.searchsorted(np.uint32(crc)))
+        while i < len(self.keys) and int(self.keys[i]) == crc:
+            row = int(self.order[i])
+            if self.raw(row) == b:
+                return row
+            i += 1
+        return None
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        """Every id as str, by row (built on first use: bulk work in training and evaluation)."""
+        return np.array([self.name(r) for r in range(len(self))], dtype=object)
+
+    @cached_property
+    def index(self) -> pd.Index:
+        return pd.Index(self.ids, dtype=object)
 
     def rows(self, externals) -> np.ndarray:
         """Rows of the given ids, -1 for unknown ones. A categorical Series is looked up once per
-        distinct value."""
+        distinct value; a few ids one by one, many through a hash index."""
         if isinstance(externals, pd.Series) and isinstance(externals.dtype, pd.CategoricalDtype):
             per_category = self.rows(externals.cat.categories)
             codes = externals.cat.codes.to_numpy()
             return np.where(codes >= 0, per_category[codes], -1)
-        return np.array([self.index.get(str(e), -1) for e in externals], dtype=np.int64)
+        if "index" not in self.__dict__ and len(externals) <= 4096:
+            return np.array([-1 if (r := self.get(str(e))) is None else r for e in externals], dtype=np.int64)
+        values = pd.Index([str(e) for e in externals], dtype=object)
+        return self.index.get_indexer(values).astype(np.int64)
+
+
+def _utf8(s: str) -> bytes:
+    # surrogatepass: any str a URL or a file can carry has bytes, even a lone surrogate
+    return s.encode("utf-8", "surrogatepass")
 
 
 @dataclass
@@ -97,9 +162,9 @@ def _encode(column: pd.Series, ids: IdMap | None) -> tuple[np.ndarray, IdMap]:
     if isinstance(column.dtype, pd.CategoricalDtype):
         # Factorise the integer codes, not the strings: categories may include unused ids.
         codes, used = pd.factorize(column.cat.codes.to_numpy(), sort=False)
-        return codes, IdMap(np.asarray(column.cat.categories[used], dtype=str))
+        return codes, IdMap.from_ids(column.cat.categories[used])
     codes, uniques = pd.factorize(column, sort=False)
-    return codes, IdMap(np.asarray(uniques, dtype=str))
+    return codes, IdMap.from_ids(uniques)
 
 
 def aggregate(

@@ -37,7 +37,7 @@ else:
     def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
-        from recommender import ModelError, load_model
+        from model_file import ModelError, load_model
         from service import create_app
         from settings import get_settings
 

@@ -1,29 +1,26 @@
-"""The trained model: what serving needs, how it ranks, and its one file on disk.
+"""The trained model: what serving needs and how it ranks. Its file is `model_file.py`.
 
-    from recommender import load_model
+    from model_file import load_model
     model = load_model("models/model.pkl")
     model.recommend_for("42", k=10)   # ("personal", [("streamer", score), ...])
 
-The file is a pickle (one file, as the design asks) written atomically and read back through an
-allow-list unpickler: only numpy arrays, dtypes and implicit's CPU ALS class may be
-reconstructed, so a tampered file cannot run code.
+Everything per viewer or per pair is a flat array (factors, history, ranked lists), so a loaded
+model is a set of read-only views of one mapped file; what is derived from them is computed on
+first use, and what serving needs on every request is stored in the file instead.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import pickle
-import tempfile
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from interactions import STRENGTHS, IdMap
+from progress import progress
 from ranking import (
     ALS,
     GAP,
@@ -36,33 +33,7 @@ from ranking import (
     top_n,
 )
 
-FORMAT = "streamer-recommender"
-FORMAT_VERSION = 3  # 2: precomputed ranked lists; 3: best ALS score per user, strength
 PERSONAL, POPULAR, RECENT = "personal", "popular", "recent"
-
-# (module, name) pairs a model file may reference; everything else is refused.
-_ALLOWED_GLOBALS = {
-    ("implicit.cpu.als", "AlternatingLeastSquares"),
-    ("numpy", "dtype"),
-    ("numpy", "ndarray"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-}
-
-
-class ModelError(Exception):
-    """A model file cannot be written or used; the message is one line meant for a person."""
-
-
-class _AllowListUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not a model component")
 
 
 LIST_LENGTH = 100  # precomputed ranking length per user: the API's largest k
@@ -76,6 +47,24 @@ class Candidates:
     rows: np.ndarray  # sorted streamer rows
     factors: np.ndarray  # their ALS factors, contiguous
     pop: dict[str, np.ndarray]  # per ranker: its popularity term for each of them
+
+
+class JsonNames:
+    """Strings as one UTF-8 blob and offsets: row r is blob[offsets[r]:offsets[r + 1]]."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray):
+        self.blob, self.offsets = blob, offsets
+        self._raw = memoryview(blob).cast("B")
+
+    @classmethod
+    def of(cls, names) -> JsonNames:
+        encoded = [json.dumps(str(n)).encode() for n in names]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets)
+
+    def __getitem__(self, row: int) -> bytes:
+        return bytes(self._raw[int(self.offsets[row]) : int(self.offsets[row + 1])])
 
 
 @dataclass
@@ -101,15 +90,36 @@ class Recommender:
     lists: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     best_als: np.ndarray | None = None
 
-    def __post_init__(self) -> None:
-        self.user_totals = np.asarray(self.count.sum(axis=1)).ravel()
-        self.user_watch_totals = np.asarray(self.watch_time.sum(axis=1)).ravel()
+    # Derived on first use, not at load: a loaded model is mapped arrays, and a serving worker
+    # must not spend seconds and private memory on what it may never read.
+
+    @cached_property
+    def user_totals(self) -> np.ndarray:
+        return np.asarray(self.count.sum(axis=1)).ravel()
+
+    @cached_property
+    def user_watch_totals(self) -> np.ndarray:
+        return np.asarray(self.watch_time.sum(axis=1)).ravel()
+
+    @cached_property
+    def pop_feature(self) -> np.ndarray:
         top = max(float(self.popularity.max(initial=0.0)), 1.0)
-        self.pop_feature = (np.log1p(self.popularity) / np.log1p(top)).astype(np.float32)
-        self.catalog_factors = np.ascontiguousarray(self.als.item_factors[self.catalog])
-        # user * n_streamers + streamer for every history entry, sorted: pair lookups by bisection
+        return (np.log1p(self.popularity) / np.log1p(top)).astype(np.float32)
+
+    @cached_property
+    def catalog_factors(self) -> np.ndarray:
+        return np.ascontiguousarray(self.als.item_factors[self.catalog])
+
+    @cached_property
+    def history_keys(self) -> np.ndarray:
+        """user * n_streamers + streamer for every history entry, sorted: pair lookups by bisection."""
         entry_rows = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(self.count.indptr))
-        self.history_keys = entry_rows * self.n_streamers + self.count.indices
+        return entry_rows * self.n_streamers + self.count.indices
+
+    @cached_property
+    def names_json(self) -> JsonNames:
+        """Every streamer name JSON-encoded, for responses built as strings (stored in the file)."""
+        return JsonNames.of(self.streamers.ids)
 
     @property
     def n_users(self) -> int:
@@ -126,9 +136,13 @@ class Recommender:
         lo, hi = self.count.indptr[row], self.count.indptr[row + 1]
         return self.count.indices[lo:hi], slice(lo, hi)
 
-    def build_lists(self) -> None:
+    def build_lists(self, show_progress: bool = False) -> None:
         """Rank the catalog (and each user's history) for every user with both rankers."""
-        self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH)
+        if show_progress:
+            with progress("ranked lists", self.n_users, "users") as bar:
+                self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH, done=bar.update)
+        else:
+            self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH)
         for derived in ("history_bonus", "linear", "catalog_candidates"):  # the rankers may have changed
             self.__dict__.pop(derived, None)
 
@@ -281,138 +295,5 @@ class Recommender:
             source, (rows, scores) = POPULAR, self.recommend_popular(k)
         else:
             source, (rows, scores) = PERSONAL, self.recommend(row, k, exclude_watched)
-        return source, list(zip(self.streamers.ids[rows].tolist(), scores.astype(float).tolist(), strict=True))
-
-    # --- persistence ---------------------------------------------------------------------
-
-    def to_payload(self) -> dict:
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "metadata": self.metadata,
-            "als": self.als,
-            "user_ids": self.users.ids,
-            "streamer_ids": self.streamers.ids,
-            "history": {
-                "indptr": self.count.indptr,
-                "indices": self.count.indices,
-                "count": self.count.data,
-                "watch_time": self.watch_time.data,
-                "last_seen": self.last_seen.data,
-            },
-            "popularity": self.popularity,
-            "popular_ranking": self.popular_ranking,
-            "catalog": self.catalog,
-            "time_max": int(self.time_max),
-            "time_span": int(self.time_span),
-            "rankers": {name: w.to_dict() for name, w in self.rankers.items()},
-            "lists": {name: {"ids": ids, "scores": scores} for name, (ids, scores) in self.lists.items()},
-            "best_als": self.best_als,
-            "strength": self.strength,
-        }
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> Recommender:
-        users, streamers = IdMap(payload["user_ids"]), IdMap(payload["streamer_ids"])
-        h = payload["history"]
-        shape = (len(users), len(streamers))
-
-        def csr(data: np.ndarray) -> sp.csr_matrix:
-            return sp.csr_matrix((data, h["indices"], h["indptr"]), shape=shape)
-
-        return cls(
-            als=payload["als"],
-            users=users,
-            streamers=streamers,
-            count=csr(h["count"]),
-            watch_time=csr(h["watch_time"]),
-            last_seen=csr(h["last_seen"]),
-            popularity=payload["popularity"],
-            popular_ranking=payload["popular_ranking"],
-            catalog=payload["catalog"],
-            time_max=payload["time_max"],
-            time_span=payload["time_span"],
-            rankers={name: RankerWeights.from_dict(d) for name, d in payload["rankers"].items()},
-            metadata=payload["metadata"],
-            lists={name: (d["ids"], d["scores"]) for name, d in payload["lists"].items()},
-            best_als=payload["best_als"],
-            strength=payload["strength"],
-        )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
-
-
-def check_writable(path: str | Path) -> None:
-    """Fail before any training time is spent if the model cannot be written to `path`."""
-    path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"{path}: expected a model file path; found a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
-            pass
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot write the model there ({exc.strerror or exc})") from None
-
-
-def save_model(model: Recommender, path: str | Path) -> int:
-    """Write atomically: a temp file beside the target, fsync, rename. Returns bytes written.
-    A crash or an error midway leaves any previous file exactly as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(model.to_payload(), f, protocol=5)
-            f.flush()
-            os.fsync(f.fileno())
-            size = f.tell()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return size
-
-
-def load_model(path: str | Path) -> Recommender:
-    """Read a model file; any problem is a ModelError naming the path and what to do."""
-    path = Path(path)
-    fix = "train one with: python als_fit.py"
-    if not path.exists():
-        raise ModelError(f"no model file at {path}; {fix}")
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a model file; {fix}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {path} ({exc.strerror or exc}); {fix}") from None
-    try:
-        payload = _AllowListUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as exc:
-        if "refusing" in str(exc):
-            raise ModelError(f"{path} is not a trusted model file ({_one_line(exc)}); {fix}") from None
-        raise ModelError(f"{path} is truncated or not a model file ({_one_line(exc)}); {fix}") from None
-    except Exception as exc:  # noqa: BLE001 - any failure to decode means "not a model file"
-        raise ModelError(
-            f"{path} is truncated or not a model file ({type(exc).__name__}: {_one_line(exc)}); {fix}"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelError(f"{path} is not a model file of this service; {fix}")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ModelError(
-            f"{path} has model format version {payload.get('format_version')!r}, this service reads "
-            f"version {FORMAT_VERSION}; {fix}"
-        )
-    try:
-        return Recommender.from_payload(payload)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise ModelError(
-            f"{path} is an incomplete model file ({type(exc).__name__}: {_one_line(exc)}); {fix}"
-        ) from None
+        names = [self.streamers.name(r) for r in rows.tolist()]
+        return source, list(zip(names, scores.astype(float).tolist(), strict=True))

@@ -37,7 +37,8 @@ from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
 from live import LiveSet, read_live, write_live
-from recommender import PERSONAL, POPULAR, RECENT, ModelError, Recommender, load_model
+from model_file import ModelError, load_model
+from recommender import PERSONAL, POPULAR, RECENT, Recommender
 from settings import Settings, get_settings, live_file
 
 log = logging.getLogger("service")
@@ -106,14 +107,15 @@ class ServedModel:
     streamer name already JSON-encoded, so a response is a few string joins around a slice of
     the precomputed lists. Replaced whole, never changed: a request sees one consistent state."""
 
-    def __init__(self, model: Recommender, live: LiveSet | None = None, names_json: list[str] | None = None):
+    def __init__(self, model: Recommender, live: LiveSet | None = None):
         self.model = model
         self.live = live
-        self.names_json = names_json or [json.dumps(name) for name in model.streamers.ids.tolist()]
-        model.history_bonus  # noqa: B018 - computed now, not inside the first live-only request
+        # Stored in a model file; derived here only for a model trained in this process.
+        self.names_json = model.names_json
+        model.history_bonus  # noqa: B018 - likewise: not inside the first live-only request
 
     def with_live(self, names: list[str], since: datetime | None = None) -> ServedModel:
-        return ServedModel(self.model, LiveSet.build(self.model, names, since), self.names_json)
+        return ServedModel(self.model, LiveSet.build(self.model, names, since))
 
     def for_model(self, model: Recommender) -> ServedModel:
         """The same live streamers (by name) on another model."""
@@ -123,7 +125,8 @@ class ServedModel:
     def items_json(self, rows, scores) -> str:
         names = self.names_json
         return ",".join(
-            f'{{"streamer_name":{names[i]},"score":{s!r}}}' for i, s in zip(rows.tolist(), scores.tolist(), strict=True)
+            f'{{"streamer_name":{names[i].decode()},"score":{s!r}}}'
+            for i, s in zip(rows.tolist(), scores.tolist(), strict=True)
         )
 
     def answer(

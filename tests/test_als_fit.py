@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import clean_env, run_cli
-from recommender import load_model
+from model_file import load_model
 
 
 def test_training_summary_and_metadata(block_csv, tmp_path):

@@ -91,7 +91,7 @@ def test_bad_rows_are_dropped_and_counted_in_the_summary(tmp_path):
 def test_names_with_commas_quotes_newlines_and_unicode_are_kept(tmp_path):
     odd = '1,1,"a, b",1,2\n2,1,"say ""hi""",1,2\n3,1,"two\nlines",1,2\n4,1,ストリーマー 🎮,1,2\n'.encode()
     train_ok(tmp_path, HEADER + ROWS + odd)
-    from recommender import load_model
+    from model_file import load_model
 
     names = set(load_model(tmp_path / "m.pkl").streamers.ids.tolist())
     assert {"a, b", 'say "hi"', "two\nlines", "ストリーマー 🎮"} <= names

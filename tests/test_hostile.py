@@ -14,7 +14,7 @@ import httpx2 as httpx
 import pytest
 
 from conftest import Exploit, free_port, run_cli, start_server, stop_server
-from recommender import FORMAT, FORMAT_VERSION
+from model_file import FORMAT, FORMAT_VERSION
 
 TOKEN = "s3cret-admin-token"
 
@@ -24,24 +24,30 @@ TOKEN = "s3cret-admin-token"
 
 def model_files(tmp_path, block_model_path):
     real = block_model_path.read_bytes()
+    length = int.from_bytes(real[8:16], "little")
+    header = json.loads(real[16 : 16 + length])
+    exploit = pickle.dumps(Exploit(tmp_path / "pwned"))
+    other = json.dumps({**header, "format_version": 0}).encode()
+    first = min(spec["offset"] for spec in header["arrays"].values())
     return {
-        "tampered": pickle.dumps(
-            {"format": FORMAT, "format_version": FORMAT_VERSION, "als": Exploit(tmp_path / "pwned")}
-        ),
-        "truncated": real[: len(real) // 3],
+        "tampered": real[:16] + exploit.ljust(length) + real[16 + length :],
+        "old pickle": pickle.dumps({"format": FORMAT, "format_version": 3, "als": Exploit(tmp_path / "pwned")}),
+        "truncated": real[: len(real) * 2 // 3],
         "not a model": b"PK\x03\x04 this is a zip file, not a model",
-        "a pickle of something else": pickle.dumps([1, 2, 3]),
-        "another format version": pickle.dumps({"format": FORMAT, "format_version": 0}),
+        "another format version": real[:8]
+        + len(other).to_bytes(8, "little")
+        + other.ljust(first - 16, b"\0")
+        + real[first:],
     }
 
 
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("tampered", "is not a trusted model file (refusing to load posix.system"),
-        ("truncated", "is truncated or not a model file"),
-        ("not a model", "is truncated or not a model file"),
-        ("a pickle of something else", "is not a model file of this service"),
+        ("tampered", "is truncated or not a model file (unreadable header"),
+        ("old pickle", "is not a model file of this service"),
+        ("truncated", "is truncated or not a model file (the header says"),
+        ("not a model", "is not a model file of this service"),
         ("another format version", f"has model format version 0, this service reads version {FORMAT_VERSION}"),
     ],
 )
@@ -191,11 +197,15 @@ def test_reload_swaps_without_failing_requests_and_survives_a_broken_file(server
         assert created[0] != created[1]
         assert httpx.get(f"{base}/health").json()["created_at"] == created[1]
 
-        # A broken file: the reload says why and the previous model keeps serving.
-        path.write_bytes(b"garbage")
+        # A broken file put in place (by rename: the served model is mapped from the file it
+        # replaces): the reload says why and the previous model keeps serving.
+        broken = tmp_path / "broken.pkl"
+        broken.write_bytes(b"garbage")
+        broken.replace(path)
         r = httpx.post(f"{base}/admin/reload", headers=auth, timeout=30)
         assert r.status_code == 409
-        assert "still serving the model created at" in r.json()["detail"] and "truncated" in r.json()["detail"]
+        detail = r.json()["detail"]
+        assert "still serving the model created at" in detail and "not a model file of this service" in detail
         assert httpx.get(f"{base}/health").json()["created_at"] == created[1]
         time.sleep(0.5)
     finally:

@@ -56,14 +56,14 @@ def test_unknown_strength_is_named():
 
 
 def test_aligned_aggregation_drops_unknown_ids():
-    users, streamers = IdMap(np.array(["7"])), IdMap(np.array(["bob", "carol"]))
+    users, streamers = IdMap.from_ids(["7"]), IdMap.from_ids(["bob", "carol"])
     inter = aggregate(FRAME, INTEGER, users=users, streamers=streamers)
     assert inter.shape == (1, 2)
     assert inter.count.toarray().tolist() == [[1.0, 0.0]]
 
 
 def test_id_map_is_string_keyed():
-    ids = IdMap(np.array(["42", "abc"]))
+    ids = IdMap.from_ids(["42", "abc"])
     assert ids.get("42") == 0
     assert ids.get(42) is None  # ids are strings: the URL's "42", not the int
     assert ids.rows([42, "abc", "zzz"]).tolist() == [0, 1, -1]

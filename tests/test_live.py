@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import GROUP_A, GROUP_B, run_cli, start_server, stop_server
-from recommender import load_model
+from model_file import load_model
 
 TOKEN = "live-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

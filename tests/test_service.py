@@ -86,7 +86,7 @@ def test_docs_and_schema(client):
 
 
 def test_missing_model_stops_startup(tmp_path):
-    from recommender import ModelError
+    from model_file import ModelError
 
     app = create_app(Settings(model_path=tmp_path / "none.pkl", _env_file=None))
     with pytest.raises(ModelError, match="no model file at"):
