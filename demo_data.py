@@ -19,6 +19,7 @@ the statistics `DOMAIN.md` gives for it:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from sessions import COLUMNS
+
+log = logging.getLogger("demo_data")
 
 STEPS_PER_DAY = 144  # 10-minute steps
 DAYS = 43
@@ -170,6 +173,18 @@ def write(frame: pd.DataFrame, out: Path, header: bool = True) -> None:
     tmp = out.with_name(out.name + ".tmp")
     frame.to_csv(tmp, index=False, header=header)
     tmp.replace(out)
+
+
+def resolve(data: str | None, demo_path: str | Path) -> tuple[Path, str]:
+    """(sessions path, label for the model's metadata): `data` when given, else the demo sessions
+    at `demo_path`, generated the first time."""
+    if data:
+        return Path(data), str(data)
+    path = Path(demo_path)
+    if not path.exists():
+        log.info("no data configured (DATA_PATH or --data): generating demo sessions at %s", path)
+        write(generate(), path)
+    return path, f"demo ({path})"
 
 
 def main(argv: list[str] | None = None) -> int:

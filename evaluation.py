@@ -35,10 +35,10 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 import metrics
-from als_fit import TrainParams, split_by_time, train
 from ranking import top_n
 from recommender import Recommender
 from sessions import END, START, STREAMER, UID, DataError, Sessions, read_sessions
+from training import TrainParams, add_io_args, add_train_args, params_from_args, split_by_time, train
 
 log = logging.getLogger("evaluation")
 
@@ -300,12 +300,18 @@ def format_live_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from als_fit import build_parser, params_from_args, resolve_data
+    import argparse
+
+    import demo_data
     from settings import get_settings
 
     settings = get_settings()
-    parser = build_parser(settings)
-    parser.description = "Evaluate the served ranking against ALS, POP and REP on a time split."
+    parser = argparse.ArgumentParser(
+        description="Evaluate the served ranking against ALS, POP and REP on a time split.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_io_args(parser, settings)
+    add_train_args(parser)
     add_evaluation_args(parser)
     parser.add_argument("--out", type=Path, default=None, help="JSON report path (default: beside the model)")
     args = parser.parse_args(argv)
@@ -316,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        path, _ = resolve_data(args.data, settings)
+        path, _ = demo_data.resolve(args.data, settings.demo_data_path)
         sessions = read_sessions(path)
         run(sessions, params, args.test_fraction, args.out or report_path(args.model, args.protocol), args.protocol)
     except DataError as exc:

@@ -27,16 +27,15 @@ plus per-streamer and per-viewer terms; the few watched pairs get their history 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
-
-if TYPE_CHECKING:
-    from recommender import Recommender
 
 FEATURES = ("watched", "log_count", "count_share", "watch_share", "recency", "als", "als_gap", "popularity")
 ALS, GAP, POP = FEATURES.index("als"), FEATURES.index("als_gap"), FEATURES.index("popularity")
@@ -123,15 +122,73 @@ def top_n(scores: np.ndarray, n: int) -> np.ndarray:
 
 
 def top_n_rows(scores: np.ndarray, n: int) -> np.ndarray:
-    """Column indices of the n largest scores of every row, best first (-inf entries last)."""
+    """Column indices of the n largest scores of every row, best first (-inf entries last).
+
+    Exact, but cheaper than a partition of every full row, which is most of the cost of ranking
+    every viewer's lists: a threshold no higher than each row's n-th largest score is read off a
+    strided sample of the columns, and only the few scores above it are sorted. A row where the
+    threshold lets fewer than n through (rare) is sorted whole."""
     rows, cols = scores.shape
     n = min(n, cols)
+    if n == 0 or rows == 0:
+        return np.empty((rows, n), dtype=np.int64)
+    every = cols // (4 * n)
+    if every < 2:
+        return _top_n_rows_partition(scores, n)
+    sample = scores[:, ::every]
+    # The sample's m-th largest: about 2n scores of the full row are above it.
+    m = min(sample.shape[1], 2 * -(-n // every) + 2)
+    threshold = np.partition(sample, sample.shape[1] - m, axis=1)[:, sample.shape[1] - m]
+    mask = scores >= threshold[:, None]
+    flat = np.flatnonzero(mask)
+    r, c = np.divmod(flat, cols)
+    counts = np.bincount(r, minlength=rows)
+    short = np.flatnonzero(counts < n)
+    if len(short):  # sorted whole instead
+        mask[short] = True
+        flat = np.flatnonzero(mask)
+        r, c = np.divmod(flat, cols)
+        counts = np.bincount(r, minlength=rows)
+    starts = np.zeros(rows, dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    slot = np.arange(len(r)) - starts[r]
+    values = np.full((rows, int(counts.max())), -np.inf, dtype=scores.dtype)
+    columns = np.zeros(values.shape, dtype=np.int64)
+    values[r, slot] = scores[r, c]
+    columns[r, slot] = c
+    order = np.argsort(-values, axis=1, kind="stable")[:, :n]
+    return np.take_along_axis(columns, order, axis=1)
+
+
+def _top_n_rows_partition(scores: np.ndarray, n: int) -> np.ndarray:
+    rows, cols = scores.shape
     if n < cols:
         part = np.argpartition(scores, cols - n, axis=1)[:, cols - n :]
     else:
         part = np.tile(np.arange(cols), (rows, 1))
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
+
+
+class Arrays(Protocol):
+    """What ranking reads: arrays and sizes, never behaviour. `recommender.Recommender` is one;
+    ranking does not import it, so the model can use ranking without a circle between them."""
+
+    als: Any  # .user_factors (users x factors), .item_factors (streamers x factors), float32
+    count: sp.csr_matrix  # users x streamers sessions per pair
+    watch_time: sp.csr_matrix  # same pattern: summed session length
+    last_seen: sp.csr_matrix  # same pattern: latest time_end
+    catalog: np.ndarray  # streamer rows worth recommending to someone new to them
+    best_als: np.ndarray | None  # per user: best ALS score over the catalog
+    time_max: int
+    time_span: int
+    n_users: int
+    n_streamers: int
+    user_totals: np.ndarray  # per user: all sessions
+    user_watch_totals: np.ndarray  # per user: all watch time
+    pop_feature: np.ndarray  # per streamer: popularity scaled to [0, 1]
+    catalog_factors: np.ndarray  # item factors of the catalog, contiguous
+    history_keys: np.ndarray  # user * n_streamers + streamer per history entry, sorted
 
 
 HISTORY = slice(0, 5)  # the history features: zero for a streamer the viewer never watched
@@ -150,7 +207,7 @@ def history_features(
     return x
 
 
-def entry_history_features(model: Recommender, entries: np.ndarray, users: np.ndarray) -> np.ndarray:
+def entry_history_features(model: Arrays, entries: np.ndarray, users: np.ndarray) -> np.ndarray:
     """HISTORY features of history entries (positions in the CSR data) of the given users."""
     age = (model.time_max - model.last_seen.data[entries]) / max(model.time_span, 1)
     return history_features(
@@ -162,7 +219,7 @@ def entry_history_features(model: Recommender, entries: np.ndarray, users: np.nd
     )
 
 
-def pair_features(model: Recommender, users: np.ndarray, items: np.ndarray, best: np.ndarray) -> np.ndarray:
+def pair_features(model: Arrays, users: np.ndarray, items: np.ndarray, best: np.ndarray) -> np.ndarray:
     """FEATURES for (users[j], items[j]) pairs; `best[j]` is users[j]'s best catalog ALS score."""
     x = np.zeros((len(users), len(FEATURES)), dtype=np.float64)
     if len(users) == 0:
@@ -178,13 +235,17 @@ def pair_features(model: Recommender, users: np.ndarray, items: np.ndarray, best
     return x
 
 
-def catalog_scores(model: Recommender, rows: np.ndarray) -> np.ndarray:
+def catalog_scores(model: Arrays, rows: np.ndarray) -> np.ndarray:
     """ALS scores of `rows` against the catalog: a (len(rows), len(catalog)) float32 matrix."""
     return model.als.user_factors[rows] @ model.catalog_factors.T
 
 
 def ranked_lists(
-    model: Recommender, rankers: dict[str, RankerWeights], n: int, among: np.ndarray | None = None
+    model: Arrays,
+    rankers: dict[str, RankerWeights],
+    n: int,
+    among: np.ndarray | None = None,
+    done: Callable[[int], object] | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
     shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
@@ -192,7 +253,8 @@ def ranked_lists(
 
     Candidates are the catalog plus every watched streamer for `all`, and the catalog minus
     watched streamers for `new` (exclude_watched); with `among` (sorted streamer rows, e.g. the
-    live ones), only those. One matrix product per chunk of users serves both rankers."""
+    live ones), only those. One matrix product per chunk of users serves both rankers. `done(n)`
+    is called as each chunk of n users is ranked (progress)."""
     catalog = model.catalog if among is None else among
     catalog_factors = model.catalog_factors if among is None else np.ascontiguousarray(model.als.item_factors[among])
     catalog_pos = np.full(model.n_streamers, -1, dtype=np.int64)
@@ -243,6 +305,8 @@ def ranked_lists(
             k = top_ids.shape[1]
             ids[lo:hi, :k] = np.where(np.isfinite(top_scores), top_ids, -1)
             scores[lo:hi, :k] = top_scores
+        if done is not None:
+            done(hi - lo)
 
     # numpy's products, partitions and ufuncs release the GIL: chunks run on all cores, each
     # writing its own rows, with BLAS held to one thread per chunk to avoid oversubscription.

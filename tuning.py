@@ -10,6 +10,7 @@ test period that `evaluation.py` reports on.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -21,10 +22,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import metrics
-from als_fit import TrainParams, fit_als
 from evaluation import K, time_split
 from interactions import aggregate
 from sessions import STREAMER, UID, DataError, Sessions, read_sessions
+from training import TrainParams, add_io_args, fit_als
 
 
 def search(sessions: Sessions, test_fraction: float) -> list[dict]:
@@ -78,18 +79,21 @@ def search(sessions: Sessions, test_fraction: float) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from als_fit import build_parser, resolve_data
+    import demo_data
     from settings import get_settings
 
     settings = get_settings()
-    parser = build_parser(settings)
-    parser.description = "Search ALS hyperparameters on a validation period."
+    parser = argparse.ArgumentParser(
+        description="Search ALS hyperparameters on a validation period.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_io_args(parser, settings)
     parser.add_argument("--test-fraction", type=float, default=0.1, help="last share of the time span held out")
     parser.add_argument("--out", type=Path, default=None, help="JSON trials path (default: beside the model)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        path, _ = resolve_data(args.data, settings)
+        path, _ = demo_data.resolve(args.data, settings.demo_data_path)
         rows = search(read_sessions(path), args.test_fraction)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

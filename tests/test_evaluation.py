@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 import demo_data
-from als_fit import TrainParams, fit_base
 from conftest import run_cli
 from evaluation import evaluate_live, evaluate_model, live_at, rep_lists, targets_after, time_split
 from sessions import INTEGER, Sessions
+from training import TrainParams, fit_base
 
 FRAME = pd.DataFrame(
     {
@@ -81,7 +81,7 @@ def realistic_sessions():
 def realistic_report(realistic_sessions):
     """Train before the split and evaluate after."""
     train_part, test, _ = realistic_sessions
-    from als_fit import train
+    from training import train
 
     return evaluate_model(train(train_part, TrainParams()), test)
 
@@ -130,7 +130,7 @@ def test_live_protocol_cli_prints_hit_rates(block_csv, tmp_path):
 
 def test_served_ranking_leads_the_live_protocol(realistic_sessions):
     train_part, test, frame = realistic_sessions
-    from als_fit import train
+    from training import train
 
     report = evaluate_live(train(train_part, TrainParams()), frame, test)
     ndcg = {m: r["NDCG@10"] for m, r in report["results"]["all"].items()}

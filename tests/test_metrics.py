@@ -134,7 +134,7 @@ def test_map_and_ndcg_equal_implicits_ranking_metrics_on_a_real_split():
     from implicit.evaluation import ranking_metrics_at_k
     from threadpoolctl import threadpool_limits
 
-    from als_fit import TrainParams, fit_als
+    from training import TrainParams, fit_als
 
     rng = np.random.default_rng(7)
     n_users, n_items = 300, 120
