@@ -30,6 +30,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def private_mb(pid: int) -> float:
+    """Memory only this process holds (Private_Clean + Private_Dirty), in MB: pages shared with
+    other workers through the page cache, such as a mapped model file, are not counted."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total / 1024
+
+
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []

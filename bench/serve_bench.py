@@ -28,20 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py h
 
 import httpx2 as httpx  # noqa: E402
 
-from bench.common import OUT, ROOT, children, rss_mb, start_server, stop_server  # noqa: E402
+from bench.common import ROOT, children, private_mb, rss_mb, start_server, stop_server  # noqa: E402
 
-MODEL = OUT / "model100k.pkl"
 TOKEN = "bench-admin-token"
 LIVE_STREAMERS = 1000
 
 
-def wrk(base: str, seconds: float, query: str = "") -> dict:
+def wrk(base: str, seconds: float, query: str = "", users: int = 100_000) -> dict:
     out = subprocess.run(
         ["wrk", "-t2", "-c16", f"-d{seconds:.0f}s", "--latency", "-s", str(ROOT / "bench/random_users.lua"), base],
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "WRK_QUERY": query},
+        env={**os.environ, "WRK_QUERY": query, "WRK_USERS": str(users)},
     ).stdout
 
     def ms(label: str) -> float:
@@ -58,14 +57,14 @@ def wrk(base: str, seconds: float, query: str = "") -> dict:
     }
 
 
-def publish_live(base: str) -> int:
+def publish_live(base: str, model_path: Path) -> int:
     """PUT /live with LIVE_STREAMERS streamers drawn by popularity: the size of a live set on
     Twitch (about 1,000 live streamers per 10-minute step)."""
     import numpy as np
 
-    from recommender import load_model
+    from model_file import load_model
 
-    model = load_model(MODEL)
+    model = load_model(model_path)
     p = model.popularity[model.catalog] + 1.0
     rng = np.random.default_rng(0)
     names = model.streamers.ids[rng.choice(model.catalog, LIVE_STREAMERS, replace=False, p=p / p.sum())].tolist()
@@ -74,9 +73,14 @@ def publish_live(base: str) -> int:
     return r.json()["live"]
 
 
-def memory(proc, workers: int) -> list[float]:
+def memory(proc, workers: int) -> dict[str, list[float]]:
+    """Resident and private MB of each worker, and of the parent when it only supervises."""
     pids = children(proc.pid) if workers > 1 else [proc.pid]
-    return [round(rss_mb(p), 1) for p in pids if Path(f"/proc/{p}").exists()]
+    pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+    out = {"rss_mb": [round(rss_mb(p), 1) for p in pids], "private_mb": [round(private_mb(p), 1) for p in pids]}
+    if workers > 1:
+        out["parent_private_mb"] = round(private_mb(proc.pid), 1)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,18 +90,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20, help="wrk duration per run")
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs of each, best kept")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
+    parser.add_argument("--users", type=int, default=100_000, help="viewers of the benchmark log (train_bench.py)")
     args = parser.parse_args(argv)
+    print(json.dumps(run(args.users, args.seconds, args.repeat, args.workers)))
+    return 0
+
+
+def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[int, ...] = (1, 2)) -> dict:
+    """Serve the model of the `users`-viewer benchmark log; print the figures and return them."""
+    from bench.train_bench import paths
+
+    _, model_path = paths(users)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    if not MODEL.exists():
-        subprocess.run([sys.executable, "bench/train_bench.py"], cwd=ROOT, check=True)
+    if not model_path.exists():
+        subprocess.run([sys.executable, "bench/train_bench.py", "--users", str(users)], cwd=ROOT, check=True)
 
     timed_load = (
-        "import time; from recommender import load_model; "
+        "import time; from model_file import load_model; "
         "t = time.perf_counter(); load_model({!r}); print(time.perf_counter() - t)"
     )
     load = subprocess.run(
-        [sys.executable, "-c", timed_load.format(str(MODEL))],
+        [sys.executable, "-c", timed_load.format(str(model_path))],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -105,33 +119,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     load_s = float(load.stdout.strip())
     results = {
-        "model": str(MODEL),
-        "model_mb": round(MODEL.stat().st_size / 1e6, 1),
+        "model": str(model_path),
+        "model_mb": round(model_path.stat().st_size / 1e6, 1),
         "load_s": round(load_s, 3),
         "runs": {},
     }
-    print(f"model {MODEL} ({results['model_mb']} MB): load_model {load_s:.2f} s in a fresh process (goal < 2 s)")
-    for workers in args.workers:
+    print(f"model {model_path} ({results['model_mb']} MB): load_model {load_s:.2f} s in a fresh process (goal < 2 s)")
+    for workers in worker_counts:
         best: dict[str, dict] = {}
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             for name, cmd in (
                 (
                     "constant",
                     ["-m", "uvicorn", "bench.constant_app:app", "--log-level", "warning", "--workers", str(workers)],
                 ),
-                ("service", ["platform.py", "--model", str(MODEL), "--workers", str(workers)]),
+                ("service", ["platform.py", "--model", str(model_path), "--workers", str(workers)]),
             ):
-                MODEL.with_suffix(".live.json").unlink(missing_ok=True)  # start without a live set
+                model_path.with_suffix(".live.json").unlink(missing_ok=True)  # start without a live set
                 t = time.perf_counter()
                 proc, base = start_server(cmd, env={**os.environ, "ADMIN_TOKEN": TOKEN})
                 ready_s = time.perf_counter() - t
                 try:
-                    wrk(base, 2)  # warm-up
-                    run = wrk(base, args.seconds) | {"ready_s": round(ready_s, 2), "rss_mb": memory(proc, workers)}
-                    runs = {name: run}
+                    wrk(base, 2, users=users)  # warm-up
+                    measured = wrk(base, seconds, users=users) | {"ready_s": round(ready_s, 2)}
+                    runs = {name: measured | memory(proc, workers)}
                     if name == "service" and workers == 1:
-                        live = publish_live(base)
-                        runs["live_only"] = wrk(base, args.seconds, "?live_only=true") | {"live": live}
+                        live = publish_live(base, model_path)
+                        runs["live_only"] = wrk(base, seconds, "?live_only=true", users) | {"live": live}
                 finally:
                     stop_server(proc)
                 for label, r in runs.items():
@@ -143,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         results["runs"][workers] = best | {"ratio": round(ratio, 3)}
         for name, r in best.items():
             extra = (
-                f"ready in {r['ready_s']:.1f} s  RSS per worker {r['rss_mb']} MB"
+                f"ready in {r['ready_s']:.1f} s  per worker: RSS {r['rss_mb']} MB, private {r['private_mb']} MB"
+                + (f"; parent private {r['parent_private_mb']} MB" if "parent_private_mb" in r else "")
                 if "ready_s" in r
                 else f"{r['live']} live streamers, {r['vs_service']:.2f}x the default requests"
             )
@@ -152,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}  {extra}"
             )
         print(f"workers {workers}  service / constant = {ratio:.2f}x (goal >= 0.7x)")
-    print(json.dumps(results))
-    return 0
+    return results
 
 
 if __name__ == "__main__":
