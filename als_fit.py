@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import demo_data
@@ -69,9 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.evaluate:
             out = evaluation.report_path(args.model, args.protocol)
             evaluation.run(sessions, params, args.test_fraction, out, args.protocol)
-        model = train(sessions, params, timer, show_progress=True)
-        with timer("hash"):
-            sha = file_sha256(path)
+        # The source's checksum for the metadata, hashed while training runs (hashlib lets go of
+        # the GIL): at a million viewers it is a 1.2 GB file.
+        with ThreadPoolExecutor(1) as pool:
+            sha = pool.submit(file_sha256, path)
+            model = train(sessions, params, timer, show_progress=True)
+            with timer("hash"):
+                sha = sha.result()
         model.metadata = model_metadata(model, sessions, params, source, sha)
         with timer("save"):
             size = save_model(model, args.model)

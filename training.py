@@ -234,7 +234,9 @@ def train(
             rankers = learn_rankers(previous, future)
     else:
         log.warning("log too short to hold out a validation period; using prior ranker weights")
+    del past, future  # copies of the rows: memory for the final fit
     model, _ = fit_base(frame, fmt, params, timer, show_progress, previous=previous)
+    del previous  # its factors and history: ~1 GB at a million viewers, not needed for the lists
     if rankers is not None:
         model.rankers = rankers
     with timer("lists"):
