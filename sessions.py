@@ -189,17 +189,20 @@ _ATTEMPTS = (
 
 
 def _read_frame_arrow(path: Path, layout: str, positions: dict[str, int], skip: int) -> pd.DataFrame | None:
-    """The fast path: pyarrow's multithreaded CSV reader, ids dictionary-encoded (one string per
-    distinct id, as the clean frame keeps them). None when the file is anything but plain,
-    well-formed CSV of the expected types: the pandas path below then reads it again and, if the
-    file is broken, says exactly how."""
+    """The fast path: pyarrow's multithreaded CSV reader. Ids come back as categoricals (one
+    string per distinct id, as the clean frame keeps them), dictionary-encoded by Arrow, so no
+    per-row Python string is ever made. None when the file is anything but plain, well-formed
+    UTF-8 CSV of the expected types: the pandas path below then reads it again and, if the file
+    is broken, says exactly how."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     with open(path, "rb") as raw:
         compression = "gzip" if raw.read(2) == _GZIP_MAGIC else None
-    ids = pa.dictionary(pa.int32(), pa.string())
+    wanted = (UID, STREAMER, START, END)
     for times in (pa.int64(), pa.string()):
+        types = {UID: pa.string(), STREAMER: pa.string(), START: times, END: times}
         try:
             with pa.input_stream(str(path), compression=compression) as stream:
                 table = pacsv.read_csv(
@@ -207,24 +210,27 @@ def _read_frame_arrow(path: Path, layout: str, positions: dict[str, int], skip: 
                     read_options=pacsv.ReadOptions(skip_rows=skip, autogenerate_column_names=True),
                     parse_options=pacsv.ParseOptions(newlines_in_values=False),
                     convert_options=pacsv.ConvertOptions(
-                        column_types={
-                            f"f{positions[UID]}": ids,
-                            f"f{positions[STREAMER]}": ids,
-                            f"f{positions[START]}": times,
-                            f"f{positions[END]}": times,
-                        },
-                        include_columns=[f"f{positions[c]}" for c in (UID, STREAMER, START, END)],
+                        column_types={f"f{positions[c]}": types[c] for c in wanted},
+                        include_columns=[f"f{positions[c]}" for c in wanted],
                         strings_can_be_null=False,
                         quoted_strings_can_be_null=False,
                     ),
                 )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError, ValueError):
             continue  # another time type, or the careful path
-        if table.num_rows == 0 or (layout != "header" and table.num_columns != 4):
+        if table.num_rows == 0:
             return None
-        frame = table.to_pandas()
-        frame.columns = [UID, STREAMER, START, END]
-        return frame.assign(**{SESSION: ""})[list(COLUMNS)]
+        columns: dict[str, object] = {SESSION: np.zeros(table.num_rows, dtype=np.int8)}  # never used
+        for i, name in enumerate(wanted):
+            if name in (UID, STREAMER):
+                # One dictionary for every chunk: the hash table is shared across chunks.
+                encoded = pc.dictionary_encode(table.column(i))
+                codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
+                names = pd.Index(encoded.chunks[-1].dictionary.to_numpy(zero_copy_only=False), dtype=object)
+                columns[name] = pd.Categorical.from_codes(codes, categories=names, validate=False)
+            else:
+                columns[name] = table.column(i).to_numpy() if times == pa.int64() else table.column(i).to_pandas()
+        return pd.DataFrame(columns, copy=False)[list(COLUMNS)]
     return None
 
 
@@ -272,7 +278,10 @@ def _read_frame(path: Path, layout: str, positions: dict[str, int], skip: int) -
 def _clean_ids(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
     """(codes, names): ids stripped of surrounding whitespace, factorised. Blank ids get code -1.
     Work happens on the distinct values, not on every row."""
-    codes, uniques = pd.factorize(frame[column], sort=False)
+    if isinstance(frame[column].dtype, pd.CategoricalDtype):  # read by Arrow: already factorised
+        codes, uniques = frame[column].cat.codes.to_numpy(), frame[column].cat.categories
+    else:
+        codes, uniques = pd.factorize(frame[column], sort=False)
     names = pd.Index(uniques).astype(str).str.strip()
     new_codes, merged = pd.factorize(names, sort=False)  # " a" and "a" become one id
     remap = np.where(np.asarray(merged)[new_codes] == "", -1, new_codes)
@@ -350,14 +359,23 @@ def read_sessions(path: str | Path) -> Sessions:
         raise DataError(f"{path}: no usable rows left of {rows_read:,} ({', '.join(dropped)})")
 
     # uid and streamer_name become categoricals: one string per distinct id, int codes per row.
-    cu, cs = codes_u[keep], codes_s[keep]
+    # Nothing dropped and ids as read (the usual case at scale): the columns are kept as they are.
+    everything = bool(keep.all())
+
+    def ids(column: str, codes: np.ndarray, names: np.ndarray) -> pd.Categorical:
+        read = frame[column]
+        if everything and isinstance(read.dtype, pd.CategoricalDtype) and read.cat.categories.equals(pd.Index(names)):
+            return read.array
+        return pd.Categorical.from_codes(codes[keep], categories=pd.Index(names, dtype=object), validate=False)
+
     clean = pd.DataFrame(
         {
-            UID: pd.Categorical.from_codes(cu, categories=pd.Index(users, dtype=object), validate=False),
-            STREAMER: pd.Categorical.from_codes(cs, categories=pd.Index(streamers, dtype=object), validate=False),
-            START: start[keep],
-            END: end[keep],
-        }
+            UID: ids(UID, codes_u, users),
+            STREAMER: ids(STREAMER, codes_s, streamers),
+            START: start if everything else start[keep],
+            END: end if everything else end[keep],
+        },
+        copy=False,
     )
     return Sessions(
         frame=clean,
