@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import GROUP_A, GROUP_B
 from model_file import load_model
+from recommender import LIST_LENGTH
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +54,34 @@ def test_unknown_user_gets_popular(model):
     assert source == "popular"
     assert len(items) == 4
     assert [s for _, s in items] == sorted((s for _, s in items), reverse=True)
+
+
+@pytest.fixture(scope="module")
+def wide_model():
+    """A model whose catalog is longer than the stored lists."""
+    import demo_data
+    from sessions import INTEGER, Sessions
+    from training import TrainParams, train
+
+    frame = demo_data.generate(n_users=400, seed=5)
+    sessions = Sessions(frame, "demo", "header", INTEGER, len(frame))
+    model = train(sessions, TrainParams(factors=8, iterations=5))
+    assert len(model.catalog) > 2 * LIST_LENGTH
+    return model
+
+
+def test_longer_than_the_stored_list_is_ranked_on_request_the_same_way(wide_model):
+    model = wide_model
+    for exclude in (False, True):
+        ids, scores = model.lists["new" if exclude else "all"]
+        for row in range(0, model.n_users, 37):
+            stored = ids[row]
+            assert (stored >= 0).all()  # full: the catalog is longer
+            rows, _ = model.rank_known(row, LIST_LENGTH, exclude)
+            assert rows.tolist() == stored.tolist()
+            longer, longer_scores = model.recommend(row, 3 * LIST_LENGTH, exclude)
+            assert len(longer) == len(set(longer.tolist())) == 3 * LIST_LENGTH
+            assert longer[:LIST_LENGTH].tolist() == stored.tolist()
+            assert (np.diff(longer_scores) <= 1e-6).all()
+            if exclude:
+                assert not set(longer.tolist()) & set(model.history(row)[0].tolist())
