@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     # Bind address and port of `python platform.py`.
     host: str = "127.0.0.1"
     port: int = 8000
-    # Uvicorn worker processes; each one holds its own copy of the model.
+    # Uvicorn worker processes; they map the one model file and share its pages.
     workers: int = 1
     # Where the published live set is kept for every worker; empty: beside the model (.live.json).
     live_path: str = ""
