@@ -9,6 +9,7 @@ The ALS input is one `strength` computed from those (see STRENGTHS).
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -100,7 +101,17 @@ class IdMap:
         return self.raw(row).decode("utf-8", "surrogatepass")
 
     def raw(self, row: int) -> bytes:
-        return bytes(self._raw[int(self.offsets[row]) : int(self.offsets[row + 1])])
+        _, _, offsets = self._views
+        return bytes(self._raw[offsets[row] : offsets[row + 1]])
+
+    @cached_property
+    def _views(self) -> tuple[memoryview, memoryview, memoryview]:
+        """keys, order and offsets as memoryviews: indexing one gives a Python int in tens of
+        nanoseconds, and `bisect` searches one in C (a lookup in half the time numpy takes)."""
+        return tuple(
+            memoryview(np.ascontiguousarray(a)).cast("B").cast(code)
+            for a, code in ((self.keys, "I"), (self.order, "q"), (self.offsets, "q"))
+        )
 
     def get(self, external: str) -> int | None:
         """The row of one id, or None. Ids are strings: the int 42 is not the id "42"."""
@@ -108,10 +119,12 @@ class IdMap:
             return None
         b = _utf8(external)
         crc = zlib.crc32(b)
-        i = int(self.keys.searchsorted(np.uint32(crc)))
-        while i < len(self.keys) and int(self.keys[i]) == crc:
-            row = int(self.order[i])
-            if self.raw(row) == b:
+        keys, order, offsets = self._views
+        raw = self._raw
+        i = bisect.bisect_left(keys, crc)
+        while i < len(keys) and keys[i] == crc:
+            row = order[i]
+            if raw[offsets[row] : offsets[row + 1]] == b:
                 return row
             i += 1
         return None

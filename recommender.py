@@ -58,6 +58,7 @@ class JsonNames:
     def __init__(self, blob: np.ndarray, offsets: np.ndarray):
         self.blob, self.offsets = blob, offsets
         self._raw = memoryview(blob).cast("B")
+        self._offsets = memoryview(np.ascontiguousarray(offsets)).cast("B").cast("q")  # Python ints, fast
 
     @classmethod
     def of(cls, names) -> JsonNames:
@@ -67,7 +68,7 @@ class JsonNames:
         return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets)
 
     def __getitem__(self, row: int) -> bytes:
-        return bytes(self._raw[int(self.offsets[row]) : int(self.offsets[row + 1])])
+        return bytes(self._raw[self._offsets[row] : self._offsets[row + 1]])
 
 
 @dataclass

@@ -10,9 +10,10 @@ time, so a request is a slice and a JSON string: it runs on the event loop.
 `POST /admin/reload` swaps in a freshly loaded model with one reference assignment: a request
 holds the model it started with until it finishes, so none fails during a swap, and a file that
 fails to load leaves the old model serving. Admin endpoints need `Authorization: Bearer
-<ADMIN_TOKEN>` and are off (404) when no token is set. With several workers each holds its own
-model and a reload reaches the one worker that answers it: restart the workers instead
-(`kill -HUP` on the uvicorn parent process restarts them one by one).
+<ADMIN_TOKEN>` and are off (404) when no token is set. Every worker maps the model file (one copy
+in the page cache for all); with several workers a reload reaches the one worker that answers
+it: restart the workers instead (`kill -HUP` on the uvicorn parent process restarts them one by
+one). The old model stays mapped, valid, until the last request that holds it finishes.
 
 `PUT /live` publishes the live streamers. The set is written to a file (`LIVE_PATH`) that every
 worker checks once a second, ranking a newer set in a background thread before swapping it in,
@@ -46,6 +47,7 @@ log = logging.getLogger("service")
 MAX_K = 100
 MAX_RECENT = 500  # recent streamer names used per request; more are ignored
 LIVE_CHECK_SECONDS = 1.0  # how often a worker looks for a live set another worker published
+NAME_CACHE = 100_000  # JSON-encoded streamer names kept per worker (about 10 MB); then started afresh
 
 
 class Recommendation(BaseModel):
@@ -107,25 +109,36 @@ class ServedModel:
     streamer name already JSON-encoded, so a response is a few string joins around a slice of
     the precomputed lists. Replaced whole, never changed: a request sees one consistent state."""
 
-    def __init__(self, model: Recommender, live: LiveSet | None = None):
+    def __init__(self, model: Recommender, live: LiveSet | None = None, names_cache: dict[int, str] | None = None):
         self.model = model
         self.live = live
         # Stored in a model file; derived here only for a model trained in this process.
         self.names_json = model.names_json
+        self._names: dict[int, str] = names_cache if names_cache is not None else {}
         model.history_bonus  # noqa: B018 - likewise: not inside the first live-only request
 
     def with_live(self, names: list[str], since: datetime | None = None) -> ServedModel:
-        return ServedModel(self.model, LiveSet.build(self.model, names, since))
+        return ServedModel(self.model, LiveSet.build(self.model, names, since), self._names)
 
     def for_model(self, model: Recommender) -> ServedModel:
         """The same live streamers (by name) on another model."""
         live = LiveSet.build(model, list(self.live.names), self.live.since) if self.live else None
         return ServedModel(model, live)
 
+    def name_json(self, row: int) -> str:
+        """One streamer's name, JSON-encoded: from the file's blob once, then from a small cache
+        (the streamers a worker serves are mostly the catalog's few thousand)."""
+        name = self._names.get(row)
+        if name is None:
+            if len(self._names) >= NAME_CACHE:
+                self._names.clear()
+            name = self._names[row] = self.names_json[row].decode()
+        return name
+
     def items_json(self, rows, scores) -> str:
-        names = self.names_json
+        names, name_json = self._names, self.name_json
         return ",".join(
-            f'{{"streamer_name":{names[i].decode()},"score":{s!r}}}'
+            f'{{"streamer_name":{names.get(i) or name_json(i)},"score":{s!r}}}'
             for i, s in zip(rows.tolist(), scores.tolist(), strict=True)
         )
 
