@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -42,8 +42,8 @@ RANKER_RANDOM_CANDIDATES = 20  # uniformly drawn catalog streamers among them
 @dataclass
 class TrainParams:
     factors: int = 64  # latent dimensions; 32-128
-    iterations: int = 15  # ALS sweeps on the time before the validation period; 10-30
-    refresh_iterations: int = 1  # further sweeps on all the data, warm-started; 1-5
+    iterations: int = 15  # ALS sweeps in all: the last refresh_iterations on all the data; 10-30
+    refresh_iterations: int = 1  # of those, sweeps on all the data, warm-started; 1-5
     regularization: float = 0.1  # L2 on factors (implicit does not scale it by counts); 0.01-1
     alpha: float = 10.0  # confidence = alpha * strength (implicit adds no 1); 1-40
     random_state: int = 42  # seed of the factor initialisation: same data, same model
@@ -221,15 +221,18 @@ def train(
 ) -> Recommender:
     """The whole model. ALS is fitted on the time before a validation period and the ranker's
     weights are learned on that period; then ALS is refreshed on all the data from those factors
-    (a few sweeps instead of a second full fit) and every user's ranked lists are built."""
+    (its last `refresh_iterations` sweeps instead of a second full fit) and every user's ranked
+    lists are built."""
     timer = timer or Timer()
     frame, fmt = sessions.frame, sessions.time_format
     past, future, cut = split_by_time(frame, params.validation_fraction)
     previous, rankers = None, None
     if len(past) and len(future):
         log.info("ALS on %s sessions before %s; ranker labels from %s after", f"{len(past):,}", cut, f"{len(future):,}")
+        # As many sweeps as a plain fit: most before the validation period, the rest on all data.
+        before = replace(params, iterations=max(1, params.iterations - params.refresh_iterations))
         with timer("validation"):
-            previous, _ = fit_base(past, fmt, params, timer.sub("validation"), show_progress)
+            previous, _ = fit_base(past, fmt, before, timer.sub("validation"), show_progress)
         with timer("ranker"):
             rankers = learn_rankers(previous, future)
     else:
@@ -264,9 +267,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     """The flags of TrainParams, shared by als_fit.py and evaluation.py."""
     d = TrainParams()
     p.add_argument("--factors", type=int, default=d.factors, help="ALS latent dimensions")
-    p.add_argument("--iterations", type=int, default=d.iterations, help="ALS iterations before the validation period")
+    p.add_argument("--iterations", type=int, default=d.iterations, help="ALS iterations in all")
     p.add_argument(
-        "--refresh-iterations", type=int, default=d.refresh_iterations, help="ALS iterations on all data, warm-started"
+        "--refresh-iterations", type=int, default=d.refresh_iterations, help="of those, the last on all data"
     )
     p.add_argument("--regularization", type=float, default=d.regularization, help="ALS L2 regularization")
     p.add_argument("--alpha", type=float, default=d.alpha, help="ALS confidence scale")
