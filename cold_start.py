@@ -61,15 +61,17 @@ class PopularityRecommender:
             values = np.bincount(codes, minlength=len(names))
         else:
             values = np.bincount(codes, weights=session_lengths(recent, time_format), minlength=len(names))
-        seen = values > 0
-        score = pd.Series(values[seen], index=pd.Index(names[seen], dtype=object))
         if streamers is None:
-            streamers = IdMap.from_ids(score.index)
-        rows = streamers.rows(score.index)
-        keep = rows >= 0
+            streamers = IdMap.from_ids(names[values > 0])
+        if isinstance(recent[STREAMER].dtype, pd.CategoricalDtype):
+            rows = streamers.category_rows(recent[STREAMER].cat.categories)
+        else:
+            rows = streamers.rows(names)
+        keep = (rows >= 0) & (values > 0)
         # Every streamer of the map is ranked: those unseen in the window score 0, at the end.
-        values = np.zeros(len(streamers), dtype=np.float64)
-        values[rows[keep]] = score.to_numpy(dtype=np.float64)[keep]
+        scores = np.zeros(len(streamers), dtype=np.float64)
+        scores[rows[keep]] = values[keep]
+        values = scores
         # Ties broken by row (first appearance in the log): deterministic, and no string sort of
         # a million names.
         order = np.argsort(-values, kind="stable")

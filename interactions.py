@@ -143,13 +143,22 @@ class IdMap:
         distinct value. A map built in this process has a hash index; a loaded one looks ids up
         one by one (4 us each) rather than build an index of every id in a serving worker."""
         if isinstance(externals, pd.Series) and isinstance(externals.dtype, pd.CategoricalDtype):
-            per_category = self.rows(externals.cat.categories)
+            per_category = self.category_rows(externals.cat.categories)
             codes = externals.cat.codes.to_numpy()
             return np.where(codes >= 0, per_category[codes], -1)
         if "index" not in self.__dict__:
             return np.array([-1 if (r := self.get(str(e))) is None else r for e in externals], dtype=np.int64)
         values = pd.Index([str(e) for e in externals], dtype=object)
         return self.index.get_indexer(values).astype(np.int64)
+
+    def category_rows(self, categories: pd.Index) -> np.ndarray:
+        """Rows of a categorical's categories. Remembered for the last categories seen: the
+        slices of one session log (the validation period, the popularity window) share them, and
+        a million ids take a second to look up."""
+        memo = self.__dict__.get("_categories")
+        if memo is None or memo[0] is not categories:
+            memo = self.__dict__["_categories"] = (categories, self.rows(categories))
+        return memo[1]
 
 
 def _utf8(s: str) -> bytes:
