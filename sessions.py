@@ -20,6 +20,7 @@ import csv
 import gzip
 import io
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,7 +196,6 @@ def _read_frame_arrow(path: Path, layout: str, positions: dict[str, int], skip: 
     UTF-8 CSV of the expected types: the pandas path below then reads it again and, if the file
     is broken, says exactly how."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     with open(path, "rb") as raw:
@@ -221,17 +221,31 @@ def _read_frame_arrow(path: Path, layout: str, positions: dict[str, int], skip: 
         if table.num_rows == 0:
             return None
         columns: dict[str, object] = {SESSION: np.zeros(table.num_rows, dtype=np.int8)}  # never used
-        for i, name in enumerate(wanted):
-            if name in (UID, STREAMER):
-                # One dictionary for every chunk: the hash table is shared across chunks.
-                encoded = pc.dictionary_encode(table.column(i))
-                codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
-                names = pd.Index(encoded.chunks[-1].dictionary.to_numpy(zero_copy_only=False), dtype=object)
-                columns[name] = pd.Categorical.from_codes(codes, categories=names, validate=False)
-            else:
-                columns[name] = table.column(i).to_numpy() if times == pa.int64() else table.column(i).to_pandas()
-        return pd.DataFrame(columns, copy=False)[list(COLUMNS)]
+        clean: dict[str, bool] = {}
+
+        with ThreadPoolExecutor(2) as pool:  # Arrow lets go of the GIL: both columns at once
+            encoded = pool.map(_encode_ids, (table.column(0), table.column(1)))
+            for name, (column, as_is) in zip((UID, STREAMER), encoded, strict=True):
+                columns[name], clean[name] = column, as_is
+        for i, name in ((2, START), (3, END)):
+            columns[name] = table.column(i).to_numpy() if times == pa.int64() else table.column(i).to_pandas()
+        frame = pd.DataFrame(columns, copy=False)[list(COLUMNS)]
+        frame.attrs["ids_as_is"] = clean
+        return frame
     return None
+
+
+def _encode_ids(column) -> tuple[pd.Categorical, bool]:
+    """An Arrow string column as a categorical, and whether its ids are already as the careful
+    path would leave them (nothing to strip, none blank)."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column)  # one dictionary for every chunk: the hash table is shared
+    dictionary = encoded.chunks[-1].dictionary
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
+    names = pd.Index(dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    as_is = pc.utf8_trim_whitespace(dictionary).equals(dictionary) and not pc.any(pc.equal(dictionary, "")).as_py()
+    return pd.Categorical.from_codes(codes, categories=names, validate=False), bool(as_is)
 
 
 def _read_frame(path: Path, layout: str, positions: dict[str, int], skip: int) -> pd.DataFrame:
@@ -275,17 +289,20 @@ def _read_frame(path: Path, layout: str, positions: dict[str, int], skip: int) -
     raise AssertionError("the last attempt reads text and cannot fail on types")
 
 
-def _clean_ids(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, names): ids stripped of surrounding whitespace, factorised. Blank ids get code -1.
-    Work happens on the distinct values, not on every row."""
+def _clean_ids(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(codes, names, as read): ids stripped of surrounding whitespace, factorised. Blank ids get
+    code -1. Work happens on the distinct values, not on every row. `as read`: the column's own
+    categories and codes, nothing changed (Arrow's reader checked that already)."""
     if isinstance(frame[column].dtype, pd.CategoricalDtype):  # read by Arrow: already factorised
         codes, uniques = frame[column].cat.codes.to_numpy(), frame[column].cat.categories
+        if frame.attrs.get("ids_as_is", {}).get(column):
+            return codes, np.asarray(uniques, dtype=object), True
     else:
         codes, uniques = pd.factorize(frame[column], sort=False)
     names = pd.Index(uniques).astype(str).str.strip()
     new_codes, merged = pd.factorize(names, sort=False)  # " a" and "a" become one id
     remap = np.where(np.asarray(merged)[new_codes] == "", -1, new_codes)
-    return remap[codes], np.asarray(merged, dtype=object)
+    return remap[codes], np.asarray(merged, dtype=object), False
 
 
 def _duplicates(codes_u: np.ndarray, codes_s: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -295,9 +312,12 @@ def _duplicates(codes_u: np.ndarray, codes_s: np.ndarray, start: np.ndarray, end
     key ^= codes_s.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
     key ^= start.astype(np.uint64) * np.uint64(0x165667B19E3779F9)
     key ^= end.astype(np.uint64) * np.uint64(0x27D4EB2F165667C5)
-    # Keys seen twice, by sorting (3x faster than hashing 30M keys); usually none.
-    ordered = np.sort(key)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    # Keys seen twice, by sorting (3x faster than hashing 30M keys); usually none. Equal keys
+    # share their top bit, so the two halves sort apart, one per core.
+    top = (key >> np.uint64(63)).astype(bool)
+    with ThreadPoolExecutor(2) as pool:
+        halves = list(pool.map(np.sort, (key[~top], key[top])))
+    repeated = np.concatenate([h[1:][h[1:] == h[:-1]] for h in halves])
     candidate = np.isin(key, repeated) if len(repeated) else np.zeros(len(key), dtype=bool)
     out = np.zeros(len(key), dtype=bool)
     if candidate.any():
@@ -334,8 +354,8 @@ def read_sessions(path: str | Path) -> Sessions:
             dropped[reason] = dropped.get(reason, 0) + int(new.sum())
             keep[new] = False
 
-    codes_u, users = _clean_ids(frame, UID)
-    codes_s, streamers = _clean_ids(frame, STREAMER)
+    codes_u, users, users_as_read = _clean_ids(frame, UID)
+    codes_s, streamers, streamers_as_read = _clean_ids(frame, STREAMER)
     drop(codes_u < 0, "blank uid")
     drop(codes_s < 0, "blank streamer_name")
     if not keep.any():
@@ -362,16 +382,15 @@ def read_sessions(path: str | Path) -> Sessions:
     # Nothing dropped and ids as read (the usual case at scale): the columns are kept as they are.
     everything = bool(keep.all())
 
-    def ids(column: str, codes: np.ndarray, names: np.ndarray) -> pd.Categorical:
-        read = frame[column]
-        if everything and isinstance(read.dtype, pd.CategoricalDtype) and read.cat.categories.equals(pd.Index(names)):
-            return read.array
+    def ids(column: str, codes: np.ndarray, names: np.ndarray, as_read: bool) -> pd.Categorical:
+        if everything and as_read:
+            return frame[column].array
         return pd.Categorical.from_codes(codes[keep], categories=pd.Index(names, dtype=object), validate=False)
 
     clean = pd.DataFrame(
         {
-            UID: ids(UID, codes_u, users),
-            STREAMER: ids(STREAMER, codes_s, streamers),
+            UID: ids(UID, codes_u, users, users_as_read),
+            STREAMER: ids(STREAMER, codes_s, streamers, streamers_as_read),
             START: start if everything else start[keep],
             END: end if everything else end[keep],
         },
