@@ -30,6 +30,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def anon_mb(pid: int) -> float:
+    """Anonymous resident memory of one process (heap and the like: what a leak grows), in MB.
+    File pages, such as a mapped model's, are not counted: they are the shared page cache and
+    grow as more of the file is read."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def private_mb(pid: int) -> float:
     """Memory only this process holds (Private_Clean + Private_Dirty), in MB: pages shared with
     other workers through the page cache, such as a mapped model file, are not counted."""

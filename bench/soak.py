@@ -5,8 +5,9 @@
 Starts `python platform.py` on a free local port, then keeps `--concurrency` clients busy for
 `--seconds` with requests for many distinct viewers (90% known to the model, 10% never seen
 before, each unknown id new), random k in 1..100 and random exclude_watched. It samples the
-server's resident memory every second and compares the last sample with the one taken after
-the first quarter (warm-up). Prints a summary and, last, one JSON line with the figures.
+server's anonymous resident memory (its heap: the mapped model file is page cache, shared and
+not a leak) every second and compares the last sample with the one taken after the first
+quarter (warm-up). Prints a summary and, last, one JSON line with the figures.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import httpx2 as httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py hands over the standard module
 
-from bench.common import ROOT, rss_mb, start_server, stop_server  # noqa: E402
+from bench.common import ROOT, anon_mb, start_server, stop_server  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models/model.pkl", help="model file to serve")
     parser.add_argument("--seconds", type=float, default=300, help="how long to keep the load on")
     parser.add_argument("--concurrency", type=int, default=16, help="client threads")
-    parser.add_argument("--max-growth-mb", type=float, default=20.0, help="allowed RSS growth after warm-up")
+    parser.add_argument("--max-growth-mb", type=float, default=20.0, help="allowed anonymous memory growth")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the request mix")
     args = parser.parse_args(argv)
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while time.monotonic() - t0 < args.seconds:
             time.sleep(1.0)
-            samples.append((time.monotonic() - t0, rss_mb(proc.pid)))
+            samples.append((time.monotonic() - t0, anon_mb(proc.pid)))
     finally:
         stop.set()
         for t in threads:
@@ -95,15 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         "distinct_users": len(users_seen),
         "errors": failed,
         "statuses": {str(k): v for k, v in statuses.items()},
-        "rss_mb_after_warmup": round(warm, 1),
-        "rss_mb_end": round(last, 1),
-        "rss_mb_max": round(max(r for _, r in samples), 1),
-        "rss_growth_mb": round(last - warm, 1),
+        "anon_mb_after_warmup": round(warm, 1),
+        "anon_mb_end": round(last, 1),
+        "anon_mb_max": round(max(r for _, r in samples), 1),
+        "anon_growth_mb": round(last - warm, 1),
     }
     print(
         f"{total:,} requests in {elapsed:.0f}s ({result['requests_per_second']:,.0f}/s), "
-        f"{len(users_seen):,} distinct users, {failed} errors; RSS {warm:.1f} MB after warm-up, "
-        f"{last:.1f} MB at the end (max {result['rss_mb_max']:.1f} MB)"
+        f"{len(users_seen):,} distinct users, {failed} errors; anonymous memory {warm:.1f} MB after "
+        f"warm-up, {last:.1f} MB at the end (max {result['anon_mb_max']:.1f} MB)"
     )
     for e in errors:
         print(f"  error: {e}")
