@@ -15,14 +15,13 @@ worker process serves the same live set and a restarted worker starts with it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from model_file import atomic_write
 from ranking import ranked_lists
 from recommender import Candidates, Recommender
 
@@ -77,16 +76,10 @@ class LiveSet:
 
 
 def write_live(path: Path, names: list[str], since: datetime) -> int:
-    """Write the published names atomically; returns the file's mtime_ns (its version)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"since": since.isoformat(), "streamers": names}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the published names atomically (as the model file is written); returns the file's
+    mtime_ns (its version)."""
+    body = json.dumps({"since": since.isoformat(), "streamers": names}).encode()
+    atomic_write(path, lambda f: f.write(body))
     return path.stat().st_mtime_ns
 
 
