@@ -55,11 +55,18 @@ class TrainParams:
     validation_fraction: float = 0.1  # last share of the time span the ranker learns from
 
 
-def fit_als(user_items, params: TrainParams, show_progress: bool = False, init=None, iterations: int | None = None):
+def fit_als(
+    user_items,
+    params: TrainParams,
+    show_progress: bool = False,
+    init=None,
+    iterations: int | None = None,
+    desc: str = "als",
+):
     """implicit's CPU ALS (never the GPU factory) on a users x streamers CSR, BLAS single-threaded
     as implicit requires (its own threads do the parallel work). `init` = (user, item) factors to
     start from instead of random ones. `show_progress`: implicit's bar on a terminal, rate-limited
-    log lines otherwise."""
+    log lines (named `desc`) otherwise."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     iterations = iterations or params.iterations
@@ -74,7 +81,7 @@ def fit_als(user_items, params: TrainParams, show_progress: bool = False, init=N
         if init is not None:
             als.user_factors, als.item_factors = init
         bar = show_progress and interactive()
-        callback = als_callback("als", iterations) if show_progress and not bar else None
+        callback = als_callback(desc, iterations) if show_progress and not bar else None
         als.fit(user_items, show_progress=bar, callback=callback)
     return als
 
@@ -125,10 +132,11 @@ def fit_base(
         user_items = inter.strength(params.strength)
     with timer("als"):
         if previous is None:
-            als = fit_als(user_items, params, show_progress)
+            als = fit_als(user_items, params, show_progress, desc=f"{timer.prefix}als")
         else:
             init = warm_start(previous, inter, params)
-            als = fit_als(user_items, params, show_progress, init=init, iterations=params.refresh_iterations)
+            iterations = params.refresh_iterations
+            als = fit_als(user_items, params, show_progress, init, iterations, desc=f"{timer.prefix}als")
     with timer("popularity"):
         pop = PopularityRecommender(params.popularity_by, params.popularity_window)
         pop.fit(frame, time_format, streamers=inter.streamers)
