@@ -66,14 +66,16 @@ class IdMap:
         return [_utf8(s) for s in self.ids]
 
     @cached_property
+    def _packed(self) -> tuple[np.ndarray, np.ndarray]:
+        return pack(self._encoded)
+
+    @cached_property
     def blob(self) -> np.ndarray:
-        return np.frombuffer(b"".join(self._encoded), dtype=np.uint8)
+        return self._packed[0]
 
     @cached_property
     def offsets(self) -> np.ndarray:
-        offsets = np.zeros(self._n + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, self._encoded), dtype=np.int64, count=self._n), out=offsets[1:])
-        return offsets
+        return self._packed[1]
 
     @cached_property
     def _crc(self) -> np.ndarray:
@@ -159,6 +161,13 @@ class IdMap:
         if memo is None or memo[0] is not categories:
             memo = self.__dict__["_categories"] = (categories, self.rows(categories))
         return memo[1]
+
+
+def pack(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(blob, offsets): byte strings back to back, string r at blob[offsets[r]:offsets[r + 1]]."""
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
 
 
 def _utf8(s: str) -> bytes:

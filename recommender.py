@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
-from interactions import STRENGTHS, IdMap
+from interactions import STRENGTHS, IdMap, pack
 from progress import progress
 from ranking import (
     ALS,
@@ -62,10 +62,7 @@ class JsonNames:
 
     @classmethod
     def of(cls, names) -> JsonNames:
-        encoded = [json.dumps(str(n)).encode() for n in names]
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
-        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets)
+        return cls(*pack([json.dumps(str(n)).encode() for n in names]))
 
     def __getitem__(self, row: int) -> bytes:
         return bytes(self._raw[self._offsets[row] : self._offsets[row + 1]])
@@ -186,12 +183,11 @@ class Recommender:
         outside = ~self.in_catalog[watched]
         if exclude_watched or not outside.any():
             return top, top_s
-        c, w = self.linear["all"]
-        items = watched[outside]
-        als = self.als.item_factors[items] @ self.als.user_factors[row]
-        extra = c + w[GAP] * float(self.best_als[row]) + (w[ALS] - w[GAP]) * als + w[POP] * self.pop_feature[items]
-        extra = (extra + self.history_bonus[entries][outside]).astype(np.float32)
-        rows, scores = np.concatenate([top, items]), np.concatenate([top_s, extra])
+        # The same scorer on the viewer's streamers outside the catalog (all watched: bonus added).
+        items, bonus = watched[outside], self.history_bonus[entries][outside]
+        vector, best_als = self.als.user_factors[row], float(self.best_als[row])
+        extra, extra_s = self._rank(vector, best_als, self.candidates(items), k, False, items, bonus)
+        rows, scores = np.concatenate([top, extra]), np.concatenate([top_s, extra_s])
         best = top_n(scores, k)
         return rows[best], scores[best]
 
