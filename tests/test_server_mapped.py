@@ -74,13 +74,22 @@ def test_two_workers_share_the_model_pages(demo_model):
         workers = [pid for pid in children(proc.pid) if mappings_of(pid, demo_model)]
         assert len(workers) == 2 and set(workers) == served_by, "each worker maps the model file and serves"
         size_kb = demo_model.stat().st_size / 1024
+        rss, shared, private = {}, {}, {}
         for pid in workers:
             maps = mappings_of(pid, demo_model)
-            rss = sum(m["Rss"] for m in maps)
-            shared = sum(m["Shared_Clean"] for m in maps)
-            assert rss > 0.3 * size_kb  # the worker really reads the file through the mapping
-            assert shared > 0.8 * rss, f"worker {pid}: {shared} kB of {rss} kB shared with the other worker"
-            assert sum(m["Private_Dirty"] for m in maps) == 0  # nobody wrote a private copy
+            rss[pid] = sum(m["Rss"] for m in maps)
+            shared[pid] = sum(m["Shared_Clean"] for m in maps)
+            private[pid] = sum(m["Private_Clean"] for m in maps)
+            assert rss[pid] > 0.2 * size_kb  # the worker really reads the file through the mapping
+            assert sum(m["Private_Dirty"] + m.get("Anonymous", 0) for m in maps) == 0  # no private copy
+        # Physical memory behind both mappings: the pages both map (counted once) plus those only
+        # one maps. Two private copies would cost the sum of the two RSS; one shared copy about
+        # half of it. Not every page is shared: the kernel maps a few neighbouring pages around
+        # each fault ("fault-around"), so each worker holds pages it never read and the other
+        # never maps.
+        physical = max(shared.values()) + sum(private.values())
+        both = sum(rss.values())
+        assert physical < 0.75 * both, f"{physical} kB behind {both} kB mapped: {rss}, shared {shared}"
         # The supervising parent checked the file at startup and kept nothing mapped.
         assert mappings_of(proc.pid, demo_model) == []
     finally:
