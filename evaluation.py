@@ -132,6 +132,11 @@ def evaluate_model(model: Recommender, test: pd.DataFrame) -> dict:
         "POP": pop_lists(model, users, True),
         "REP": [[] for _ in users.tolist()],  # REP has nothing new by definition
     }
+    per_user = {
+        "all": per_user_values(relevant, lists_all, metrics.ndcg_per_user),
+        "repeat": per_user_values(repeat, lists_all, metrics.ndcg_per_user),
+        "new": per_user_values(new, lists_new, metrics.ndcg_per_user),
+    }
     return {
         "users": {
             "all": len(users),
@@ -144,7 +149,43 @@ def evaluate_model(model: Recommender, test: pd.DataFrame) -> dict:
             "new": score_lists(new, lists_new),
         },
         "coverage@10": {m: metrics.catalog_coverage(lists, model.n_streamers, K) for m, lists in lists_all.items()},
+        **intervals(
+            per_user,
+            "NDCG@10",
+            [("served", "REP", "all", "NDCG@10"), ("served", "ALS", "new", "NDCG@10")],
+            {},
+        ),
     }
+
+
+def per_user_values(actual: list[set[int]], lists: dict[str, list[list[int]]], f) -> dict[str, np.ndarray]:
+    """f's per-user values (users with something relevant, in order) of every method."""
+    if not any(actual):
+        return {m: np.empty(0) for m in lists}
+    return {m: f(actual, ls, K) for m, ls in lists.items()}
+
+
+def intervals(
+    per_user: dict[str, dict[str, np.ndarray]],
+    plotted: str,
+    pairs: list[tuple[str, str, str, str]],
+    extra: dict[str, dict[str, dict[str, np.ndarray]]],
+) -> dict:
+    """Bootstrap 95% intervals over test users: of every method's `plotted` metric per target
+    kind (`per_user[target][method]`), and paired ones for each (a, b, target, metric) of
+    `pairs`, the metric's per-user values taken from `extra[metric]` or else `per_user`."""
+    by_method = {
+        target: {m: metrics.mean_interval(v) for m, v in values.items()} for target, values in per_user.items()
+    }
+    paired = []
+    for a, b, target, metric in pairs:
+        values = extra.get(metric, per_user)[target]
+        if len(values[a]) == 0:
+            continue
+        paired.append(
+            {"a": a, "b": b, "target": target, "metric": metric, **metrics.paired_bootstrap(values[a], values[b])}
+        )
+    return {"intervals": {"metric": plotted, "by_method": by_method, "paired": paired}}
 
 
 def time_split(sessions: Sessions, test_fraction: float) -> tuple[Sessions, pd.DataFrame, int]:
@@ -179,7 +220,22 @@ def format_report(report: dict) -> str:
     cov = report["coverage@10"]
     lines.append("")
     lines.append("catalog coverage@10: " + ", ".join(f"{m} {v:.2%}" for m, v in cov.items()))
+    lines += _interval_lines(report)
     return "\n".join(lines)
+
+
+def _interval_lines(report: dict) -> list[str]:
+    paired = report.get("intervals", {}).get("paired", [])
+    if not paired:
+        return []
+    lines = ["", "paired bootstrap over test users, 95% intervals:"]
+    for p in paired:
+        lines.append(
+            f"  {p['a']} - {p['b']}, {p['target']} targets, {p['metric']}: {p['difference']:+.4f} "
+            f"[{p['difference_low']:+.4f}, {p['difference_high']:+.4f}]; ratio {p['ratio']:.3f}x "
+            f"[{p['ratio_low']:.3f}x, {p['ratio_high']:.3f}x], {p['users']:,} users"
+        )
+    return lines
 
 
 PROTOCOLS = ("time", "live")
@@ -266,17 +322,17 @@ def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -
             lists["REP"].append(rep_list(model, row, among=cands))
     # a target the model never saw is relevant but unreachable: id -1 is never ranked
     actual = [{int(t)} for t in targets]
-    results, counts = {}, {}
+    results, counts, ndcg, hit1 = {}, {}, {}, {}
     for target, mask in (("all", np.ones(len(users), bool)), ("repeat", repeat), ("new", ~repeat)):
         counts[target] = int(mask.sum())
         picked = [a for a, m in zip(actual, mask, strict=True) if m]
+        chosen = {method: [p for p, m in zip(ls, mask, strict=True) if m] for method, ls in lists.items()}
         results[target] = {
-            method: {
-                name: (f(picked, [p for p, m in zip(ls, mask, strict=True) if m]) if picked else float("nan"))
-                for name, f in LIVE_METRICS.items()
-            }
-            for method, ls in lists.items()
+            method: {name: (f(picked, ls) if picked else float("nan")) for name, f in LIVE_METRICS.items()}
+            for method, ls in chosen.items()
         }
+        ndcg[target] = per_user_values(picked, chosen, metrics.ndcg_per_user)
+        hit1[target] = per_user_values(picked, chosen, lambda a, p, _k: metrics.hit_per_user(a, p, 1))
     return {
         "protocol": "live",
         "users": counts,
@@ -285,6 +341,16 @@ def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -
             "mean": float(np.mean(sizes)) if sizes else 0.0,
             "median": float(np.median(sizes)) if sizes else 0.0,
         },
+        **intervals(
+            ndcg,
+            "NDCG@10",
+            [
+                ("served", "REP", "all", "NDCG@10"),
+                ("served", "REP", "repeat", "hit@1"),
+                ("served", "ALS", "new", "NDCG@10"),
+            ],
+            {"hit@1": hit1},
+        ),
     }
 
 
@@ -296,6 +362,7 @@ def format_live_report(report: dict) -> str:
         f"mean {report['live_candidates']['mean']:.0f} live); {report['users']['all']:,} test users",
     ]
     lines += _tables(report, LIVE_METRICS, {t: f"{t} targets" for t in TARGETS})
+    lines += _interval_lines(report)
     return "\n".join(lines)
 
 

@@ -121,11 +121,75 @@ def ndcg_at_k(actual: Actual, predicted: Predicted, k: int = 10) -> float:
     Example: actual {a, b}, predicted [x, a, b], k=3:
     (1/log2(3) + 1/log2(4)) / (1/log2(2) + 1/log2(3)) = 0.6934...
     """
+    return float(np.mean(ndcg_per_user(actual, predicted, k)))
+
+
+def ndcg_per_user(actual: Actual, predicted: Predicted, k: int = 10) -> np.ndarray:
+    """NDCG@k of every user with something relevant, in input order: what `ndcg_at_k` averages,
+    kept per user for paired comparisons (`paired_bootstrap`)."""
     hits, n_rel = _hits(actual, predicted, k)
     disc = _discounts(k)
     dcg = (hits * disc).sum(axis=1)
     ideal = np.cumsum(disc)[np.minimum(k, n_rel) - 1]
-    return float(np.mean(dcg / ideal))
+    return dcg / ideal
+
+
+def hit_per_user(actual: Actual, predicted: Predicted, k: int = 10) -> np.ndarray:
+    """1.0 or 0.0 per user with something relevant, in input order: what `hit_rate_at_k` averages."""
+    hits, _ = _hits(actual, predicted, k)
+    return hits.any(axis=1).astype(np.float64)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """How sure is mean(a) - mean(b)? `a` and `b` are one metric of two methods on the same
+    users (aligned). Users are resampled with replacement, both methods together, and the 2.5th
+    and 97.5th percentiles of the resampled differences and ratios give 95% intervals.
+
+    Example: a = [1, 1, 0, 1], b = [0, 1, 0, 1]: difference 0.25, ratio 1.5, with intervals
+    around them (a resample without the first user has difference 0)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"a and b must be aligned, non-empty, one value per user; got {a.shape} and {b.shape}")
+    mean_a, mean_b = _resampled_means(np.stack([a, b]), n_resamples, seed)
+    diff = mean_a - mean_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = mean_a / mean_b
+    ratio = ratio[np.isfinite(ratio)]
+    out = {
+        "users": len(a),
+        "a": float(a.mean()),
+        "b": float(b.mean()),
+        "difference": float(a.mean() - b.mean()),
+        "difference_low": float(np.percentile(diff, 2.5)),
+        "difference_high": float(np.percentile(diff, 97.5)),
+        "ratio": float(a.mean() / b.mean()) if b.mean() > 0 else float("nan"),
+        "ratio_low": float(np.percentile(ratio, 2.5)) if len(ratio) else float("nan"),
+        "ratio_high": float(np.percentile(ratio, 97.5)) if len(ratio) else float("nan"),
+    }
+    return out
+
+
+def mean_interval(a: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of mean(a) over users (percentiles of resampled means)."""
+    a = np.asarray(a, dtype=np.float64)
+    if len(a) == 0:
+        return float("nan"), float("nan")
+    (means,) = _resampled_means(a[None, :], n_resamples, seed)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _resampled_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Means of every row of `values` (methods x users) over `n_resamples` resamples of the
+    users, the same resample for every row; in blocks, so memory stays small at any size."""
+    rng = np.random.default_rng(seed)
+    n = values.shape[1]
+    out = np.empty((values.shape[0], n_resamples))
+    block = max(1, 2_000_000 // n)
+    for lo in range(0, n_resamples, block):
+        picks = rng.integers(0, n, (min(block, n_resamples - lo), n))
+        for row in range(values.shape[0]):
+            out[row, lo : lo + len(picks)] = values[row][picks].mean(axis=1)
+    return out
 
 
 def catalog_coverage(predicted: Predicted, catalog_size: int, k: int = 10) -> float:

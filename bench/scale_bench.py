@@ -3,7 +3,7 @@
     python bench/scale_bench.py                    # 1M viewers; generates the log on first use
     python bench/scale_bench.py --users 100000     # the same report at the public sample's size
 
-The log is `demo_data.py --users 1000000 --streamers-per-user 1.6 --no-header` (about 29.5M
+The log is `demo_data.py --users 1000000 --no-header` (about 29.5M
 sessions, 1.33M streamers with a session, 15M viewer-streamer pairs: the public file's shape, ten
 times larger), generated once into bench/out/. Then, in this one run:
 - reading: `sessions.read_sessions` next to a bare pandas `read_csv(engine="pyarrow")` (read_bench.py);

@@ -4,7 +4,7 @@
     python bench/train_bench.py --repeat 2        # alternate the two, report the best of each
     python bench/train_bench.py --users 1000000   # ten times the public sample (bench/out/twitch1m.csv)
 
-The data: `demo_data.py --users N --streamers-per-user 1.6 --no-header`, about 30 sessions per
+The data: `demo_data.py --users N --no-header` (calibrated to the public file), about 30 sessions per
 viewer in the public file's headerless layout (3M at 100k viewers). Both runs are separate
 processes measured in the same run, alternating, each with its wall time and peak resident
 memory (from wait4). The trainer's own breakdown comes from its summary line. Goals: end to end
@@ -46,8 +46,6 @@ def ensure_data(users: int) -> Path:
                 "demo_data.py",
                 "--users",
                 str(users),
-                "--streamers-per-user",
-                "1.6",
                 "--no-header",
                 "--out",
                 str(data),
