@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.evaluate:
             out = evaluation.report_path(args.model, args.protocol)
-            evaluation.run(sessions, params, args.test_fraction, out, args.protocol)
+            evaluation.run(sessions, params, args.test_fraction, out, args.protocol, args.plot)
         # The source's checksum for the metadata, hashed while training runs (hashlib lets go of
         # the GIL): at a million viewers it is a 1.2 GB file.
         with ThreadPoolExecutor(1) as pool:

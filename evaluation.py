@@ -242,7 +242,12 @@ PROTOCOLS = ("time", "live")
 
 
 def run(
-    sessions: Sessions, params: TrainParams, test_fraction: float, out: Path | None, protocol: str = "time"
+    sessions: Sessions,
+    params: TrainParams,
+    test_fraction: float,
+    out: Path | None,
+    protocol: str = "time",
+    plot: Path | None = None,
 ) -> dict:
     """Train on the time before the split, evaluate after it, print and save the report."""
     t0 = time.perf_counter()
@@ -266,7 +271,57 @@ def run(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, allow_nan=True))
         print(f"report: {out}")
+    if plot is not None:
+        plot_report(report, plot)
+        print(f"plot: {plot}")
     return report
+
+
+def plot_report(report: dict, path: Path) -> None:
+    """NDCG@10 of every method for all, repeat and new targets, with 95% bootstrap intervals,
+    as a grouped bar chart in `path` (PNG); the paired comparisons are written below it."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise DataError("--plot needs matplotlib: pip install -r requirements-eval.txt") from exc
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    iv = report["intervals"]
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    width = 0.8 / len(METHODS)
+    colours = {"served": "#1f77b4", "ALS": "#ff7f0e", "POP": "#7f7f7f", "REP": "#2ca02c"}
+    for j, method in enumerate(METHODS):
+        values, low, high = [], [], []
+        for target in TARGETS:
+            v = report["results"][target][method][iv["metric"]]
+            lo, hi = iv["by_method"][target].get(method, (float("nan"), float("nan")))
+            values.append(v)
+            low.append(max(0.0, v - lo) if np.isfinite(lo) else 0.0)
+            high.append(max(0.0, hi - v) if np.isfinite(hi) else 0.0)
+        x = np.arange(len(TARGETS)) + (j - (len(METHODS) - 1) / 2) * width
+        ax.bar(x, values, width, yerr=[low, high], capsize=3, label=method, color=colours.get(method))
+        for xi, v in zip(x, values, strict=True):
+            if np.isfinite(v):
+                ax.text(xi, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+    users = report["users"]
+    ax.set_xticks(np.arange(len(TARGETS)), [f"{t} targets\n{users[t]:,} users" for t in TARGETS])
+    ax.set_ylabel(f"{iv['metric']} (95% bootstrap interval)")
+    protocol = "live protocol" if report.get("protocol") == "live" else "time split"
+    ax.set_title(f"{protocol}: {Path(str(report['split']['source'])).name}", fontsize=10)
+    ax.legend(ncols=len(METHODS), fontsize=8, loc="upper right")
+    top = np.nanmax([report["results"][t][m][iv["metric"]] for t in TARGETS for m in METHODS] + [0.05])
+    ax.set_ylim(0, min(1.05, 1.2 * top))
+    notes = [
+        f"{q['a']} / {q['b']}, {q['target']}, {q['metric']}: "
+        f"{q['ratio']:.3f}x [{q['ratio_low']:.3f}, {q['ratio_high']:.3f}]"
+        for q in iv["paired"]
+    ]
+    fig.text(0.01, 0.01, "paired 95%: " + ";  ".join(notes), fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 # --- the live protocol (RecSys 2021): rank only what is live when the viewer next watches ------
@@ -391,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path, _ = demo_data.resolve(args.data, settings.demo_data_path)
         sessions = read_sessions(path)
-        run(sessions, params, args.test_fraction, args.out or report_path(args.model, args.protocol), args.protocol)
+        out = args.out or report_path(args.model, args.protocol)
+        run(sessions, params, args.test_fraction, out, args.protocol, args.plot)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -406,11 +462,16 @@ def add_evaluation_args(parser) -> None:
         default="time",
         help="time: all test-period targets; live: next session among live",
     )
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="also draw NDCG@10 per method and target, with intervals (PNG)"
+    )
 
 
 def check_evaluation_args(args) -> None:
     if not 0 < args.test_fraction < 1:
         raise ValueError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise ValueError(f"--plot writes a PNG: give a path ending in .png; got {args.plot}")
 
 
 def report_path(model: str | Path, protocol: str) -> Path:

@@ -157,8 +157,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed
     ratio = ratio[np.isfinite(ratio)]
     out = {
         "users": len(a),
-        "a": float(a.mean()),
-        "b": float(b.mean()),
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
         "difference": float(a.mean() - b.mean()),
         "difference_low": float(np.percentile(diff, 2.5)),
         "difference_high": float(np.percentile(diff, 97.5)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -129,7 +130,6 @@ def test_the_order_of_actual_does_not_matter(users, k, data):
 
 
 def test_map_and_ndcg_equal_implicits_ranking_metrics_on_a_real_split():
-    import numpy as np
     import scipy.sparse as sp
     from implicit.evaluation import ranking_metrics_at_k
     from threadpoolctl import threadpool_limits
@@ -163,3 +163,44 @@ def test_map_and_ndcg_equal_implicits_ranking_metrics_on_a_real_split():
     assert theirs["map"] > 0.05 and theirs["ndcg"] > 0.05  # a real comparison, not 0 == 0
     assert map_at_k(actual, predicted, 10) == pytest.approx(theirs["map"], rel=1e-6)
     assert ndcg_at_k(actual, predicted, 10) == pytest.approx(theirs["ndcg"], rel=1e-6)
+
+
+def test_per_user_values_average_to_the_metric():
+    from metrics import hit_per_user, hit_rate_at_k, ndcg_per_user
+
+    actual = [{"a", "b"}, set(), {"c"}, {"d"}]
+    predicted = [["x", "a", "b"], ["a"], ["c"], ["x"]]
+    per_user = ndcg_per_user(actual, predicted, 3)
+    assert len(per_user) == 3  # the user with nothing relevant is left out, as in the mean
+    assert per_user.mean() == pytest.approx(ndcg_at_k(actual, predicted, 3))
+    assert per_user[1] == 1.0 and per_user[2] == 0.0
+    assert hit_per_user(actual, predicted, 1).tolist() == [0.0, 1.0, 0.0]
+    assert hit_per_user(actual, predicted, 3).mean() == pytest.approx(hit_rate_at_k(actual, predicted, 3))
+
+
+def test_paired_bootstrap_separates_a_real_gap_from_noise():
+    from metrics import mean_interval, paired_bootstrap
+
+    rng = np.random.default_rng(7)
+    base = rng.random(4000)
+    better = base + 0.02 + rng.normal(0, 0.05, 4000)  # 2 points better, per user, with noise
+    same = base + rng.normal(0, 0.05, 4000)  # no better at all
+    gap = paired_bootstrap(better, base)
+    assert gap["difference"] == pytest.approx(better.mean() - base.mean())
+    assert 0 < gap["difference_low"] < 0.02 < gap["difference_high"] < 0.03
+    assert gap["ratio_low"] > 1.0
+    noise = paired_bootstrap(same, base)
+    assert noise["difference_low"] < 0 < noise["difference_high"]
+    # Paired is sharper than comparing the two means' own intervals: the users' spread cancels.
+    low_a, high_a = mean_interval(better)
+    assert gap["difference_high"] - gap["difference_low"] < 0.5 * (high_a - low_a)
+    assert paired_bootstrap(better, base, seed=3)["difference_low"] == pytest.approx(gap["difference_low"], abs=2e-3)
+
+
+def test_paired_bootstrap_refuses_unaligned_values():
+    from metrics import paired_bootstrap
+
+    with pytest.raises(ValueError, match="aligned"):
+        paired_bootstrap([1.0, 0.0], [1.0])
+    with pytest.raises(ValueError, match="aligned"):
+        paired_bootstrap([], [])
