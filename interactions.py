@@ -3,7 +3,11 @@
 Every (user, streamer) pair seen in the sessions becomes one stored entry holding
 - `count`: the number of sessions (repeat viewing is most of the viewing);
 - `watch_time`: the summed session lengths, in the data's time unit;
-- `last_seen`: the latest `time_end`, for recency.
+- `last_seen`: the latest `time_end`, for recency;
+- `recent`: how many of the viewer's last RECENT_SESSIONS sessions were with the streamer;
+- `decayed`: the sessions weighted by exp(-age / (DECAY_SCALE * the log's span)), age measured
+  from the log's end: three sessions this week outweigh thirty a month ago.
+`recent` and `decayed` are ranker inputs at training time; model files do not keep them.
 The ALS input is one `strength` computed from those (see STRENGTHS).
 """
 
@@ -21,6 +25,9 @@ import scipy.sparse as sp
 from sessions import END, INTEGER, START, STREAMER, UID, Sessions
 
 # How a pair's sessions become one ALS interaction strength; `--strength` picks one.
+RECENT_SESSIONS = 10  # the viewer's latest sessions `recent` counts
+DECAY_SCALE = 0.1  # share of the log's span over which `decayed` falls by e (about 4 days on Twitch's 43)
+
 STRENGTHS = {
     "sessions": lambda count, watch: count,
     "log_sessions": lambda count, watch: np.log1p(count),
@@ -186,6 +193,8 @@ class Interactions:
     last_seen: sp.csr_matrix  # float64 latest time_end, same pattern
     time_min: int
     time_max: int
+    recent: sp.csr_matrix | None = None  # float32 sessions among the viewer's last RECENT_SESSIONS
+    decayed: sp.csr_matrix | None = None  # float32 sessions weighted exp(-age / (DECAY_SCALE * span))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -271,12 +280,26 @@ def aggregate(
         return sp.csr_matrix((data, cols, indptr), shape=shape)
 
     times = frame[[START, END]].to_numpy()
+    time_min = int(times.min()) if len(times) else 0
+    time_max = int(times.max()) if len(times) else 0
+    # Momentum: which pair each session belongs to, then each viewer's last RECENT_SESSIONS
+    # sessions (by start) and every session weighted by how long ago it ended.
+    entry = np.empty(len(key), dtype=np.int64)
+    entry[order] = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(key))))
+    by_time = np.lexsort((frame[START].to_numpy()[keep], codes_u))
+    viewer_end = np.searchsorted(codes_u[by_time], codes_u[by_time], side="right")  # past their last
+    last_few = by_time[viewer_end - np.arange(len(by_time)) <= RECENT_SESSIONS]
+    recent = np.bincount(entry[last_few], minlength=len(starts)).astype(np.float32)
+    scale = DECAY_SCALE * max(time_max - time_min, 1)
+    decayed = np.bincount(entry, weights=np.exp(-(time_max - ends) / scale), minlength=len(starts))
     return Interactions(
         users=users,
         streamers=streamers,
         count=csr(count),
         watch_time=csr(watch),
         last_seen=csr(last),
-        time_min=int(times.min()) if len(times) else 0,
-        time_max=int(times.max()) if len(times) else 0,
+        time_min=time_min,
+        time_max=time_max,
+        recent=csr(recent),
+        decayed=csr(decayed.astype(np.float32)),
     )

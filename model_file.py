@@ -44,7 +44,7 @@ from recommender import JsonNames, Recommender
 
 MAGIC = b"STRMREC\n"
 FORMAT = "streamer-recommender"
-FORMAT_VERSION = 4  # 3: one pickle; 4: JSON header and mapped arrays
+FORMAT_VERSION = 5  # 3: one pickle; 4: JSON header and mapped arrays; 5: ten ranker features
 ALIGN = 4096  # arrays start on page boundaries: a page never holds two arrays
 _DTYPES = {"uint8", "int32", "int64", "uint32", "float32", "float64"}
 _ALS_PARAMS = ("factors", "regularization", "alpha", "iterations", "random_state")

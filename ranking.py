@@ -11,6 +11,9 @@ weights work for integer steps and for timestamps:
 - count_share:    sessions with the streamer / all the viewer's sessions
 - watch_share:    watch time with the streamer / all the viewer's watch time
 - recency:        exp(-age / 5% of the log's span), age = time since last watched; 0 if never
+- recent_share:   share of the viewer's last 10 sessions that were with the streamer
+- log_decayed:    log(1 + sessions weighted by exp(-age / 10% of the span)): momentum, where
+                  log_count is loyalty
 - als:            the ALS score (user factors . streamer factors)
 - als_gap:        the viewer's best ALS score over the catalog minus this one: ALS scores sit on
                   a different scale for every viewer, the gap to their best does not
@@ -37,7 +40,20 @@ import scipy.optimize
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-FEATURES = ("watched", "log_count", "count_share", "watch_share", "recency", "als", "als_gap", "popularity")
+from interactions import RECENT_SESSIONS
+
+FEATURES = (
+    "watched",
+    "log_count",
+    "count_share",
+    "watch_share",
+    "recency",
+    "recent_share",
+    "log_decayed",
+    "als",
+    "als_gap",
+    "popularity",
+)
 ALS, GAP, POP = FEATURES.index("als"), FEATURES.index("als_gap"), FEATURES.index("popularity")
 RECENCY_SCALE = 0.05  # share of the log's time span over which recency decays by e
 L2 = 1.0  # ridge penalty of the logistic ranker, on standardised features
@@ -83,10 +99,12 @@ class RankerWeights:
         """Used only when the validation period has nothing to learn from (a short log, or no
         viewer discovering anything in it). Weights on raw features: own history first, by
         sessions and recency (REP), then ALS; popularity only breaks ties. Discovery is ALS."""
-        if discovery:
-            coef = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1e-3])
-        else:
-            coef = np.array([10.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1e-3])
+        coef = np.zeros(len(FEATURES))
+        coef[ALS], coef[POP] = 1.0, 1e-3
+        if not discovery:
+            coef[FEATURES.index("watched")] = 10.0
+            coef[FEATURES.index("log_count")] = 1.0
+            coef[FEATURES.index("recency")] = 1.0
         return cls(np.zeros(len(FEATURES)), np.ones(len(FEATURES)), coef, 0.0, False)
 
 
@@ -174,6 +192,8 @@ class Arrays(Protocol):
     count: sp.csr_matrix  # users x streamers sessions per pair
     watch_time: sp.csr_matrix  # same pattern: summed session length
     last_seen: sp.csr_matrix  # same pattern: latest time_end
+    recent: sp.csr_matrix | None  # same pattern: sessions among the viewer's last 10 (training only)
+    decayed: sp.csr_matrix | None  # same pattern: time-decayed sessions (training only)
     catalog: np.ndarray  # streamer rows worth recommending to someone new to them
     best_als: np.ndarray | None  # per user: best ALS score over the catalog
     time_max: int
@@ -185,26 +205,40 @@ class Arrays(Protocol):
     pop_feature: np.ndarray  # per streamer: popularity scaled to [0, 1]
     catalog_factors: np.ndarray  # item factors of the catalog, contiguous
     history_keys: np.ndarray  # user * n_streamers + streamer per history entry, sorted
+    history_bonus: np.ndarray  # the `all` ranker's history terms per history entry
 
 
-HISTORY = slice(0, 5)  # the history features: zero for a streamer the viewer never watched
+HISTORY = slice(0, 7)  # the history features: zero for a streamer the viewer never watched
 
 
 def history_features(
-    count: np.ndarray, watch: np.ndarray, user_total: np.ndarray, user_watch_total: np.ndarray, age: np.ndarray
+    count: np.ndarray,
+    watch: np.ndarray,
+    user_total: np.ndarray,
+    user_watch_total: np.ndarray,
+    age: np.ndarray,
+    recent: np.ndarray,
+    decayed: np.ndarray,
 ) -> np.ndarray:
-    """The HISTORY columns of FEATURES for watched pairs; `age` as a share of the log's span."""
+    """The HISTORY columns of FEATURES for watched pairs; `age` as a share of the log's span,
+    `recent` the pair's sessions among the viewer's last RECENT_SESSIONS, `decayed` its
+    time-decayed sessions."""
     x = np.empty((len(count), HISTORY.stop), dtype=np.float64)
     x[:, 0] = 1.0
     x[:, 1] = np.log1p(count)
     x[:, 2] = count / np.maximum(user_total, 1e-9)
     x[:, 3] = watch / np.maximum(user_watch_total, 1e-9)
     x[:, 4] = np.exp(-age / RECENCY_SCALE)
+    x[:, 5] = recent / np.maximum(np.minimum(user_total, RECENT_SESSIONS), 1e-9)
+    x[:, 6] = np.log1p(decayed)
     return x
 
 
 def entry_history_features(model: Arrays, entries: np.ndarray, users: np.ndarray) -> np.ndarray:
-    """HISTORY features of history entries (positions in the CSR data) of the given users."""
+    """HISTORY features of history entries (positions in the CSR data) of the given users. Needs
+    the training-time aggregates (`recent`, `decayed`): a loaded model keeps the results."""
+    if model.recent is None or model.decayed is None:
+        raise RuntimeError("history features need the training-time aggregates; a loaded model stores their terms")
     age = (model.time_max - model.last_seen.data[entries]) / max(model.time_span, 1)
     return history_features(
         model.count.data[entries],
@@ -212,18 +246,24 @@ def entry_history_features(model: Arrays, entries: np.ndarray, users: np.ndarray
         model.user_totals[users],
         model.user_watch_totals[users],
         age,
+        model.recent.data[entries],
+        model.decayed.data[entries],
     )
 
 
-def pair_features(model: Arrays, users: np.ndarray, items: np.ndarray, best: np.ndarray) -> np.ndarray:
-    """FEATURES for (users[j], items[j]) pairs; `best[j]` is users[j]'s best catalog ALS score."""
+def pair_features(
+    model: Arrays, users: np.ndarray, items: np.ndarray, best: np.ndarray, history: bool = True
+) -> np.ndarray:
+    """FEATURES for (users[j], items[j]) pairs; `best[j]` is users[j]'s best catalog ALS score.
+    With history=False the HISTORY columns stay zero (the caller adds stored history terms)."""
     x = np.zeros((len(users), len(FEATURES)), dtype=np.float64)
     if len(users) == 0:
         return x
-    keys = users.astype(np.int64) * model.n_streamers + items
-    pos = np.minimum(np.searchsorted(model.history_keys, keys), len(model.history_keys) - 1)
-    seen = model.history_keys[pos] == keys
-    x[seen, HISTORY] = entry_history_features(model, pos[seen], users[seen])
+    if history:
+        keys = users.astype(np.int64) * model.n_streamers + items
+        pos = np.minimum(np.searchsorted(model.history_keys, keys), len(model.history_keys) - 1)
+        seen = model.history_keys[pos] == keys
+        x[seen, HISTORY] = entry_history_features(model, pos[seen], users[seen])
     als = np.einsum("ij,ij->i", model.als.user_factors[users], model.als.item_factors[items])
     x[:, ALS] = als
     x[:, GAP] = best - als
@@ -247,7 +287,8 @@ def ranked_lists(
     shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
     user's best ALS score over the catalog.
 
-    Candidates are the catalog plus every watched streamer for `all`, and the catalog minus
+    `rankers["all"]` must be the ranker behind `model.history_bonus`. Candidates are the catalog
+    plus every watched streamer for `all`, and the catalog minus
     watched streamers for `new` (exclude_watched); with `among` (sorted streamer rows, e.g. the
     live ones), only those. One matrix product per chunk of users serves both rankers. `done(n)`
     is called as each chunk of n users is ranked (progress)."""
@@ -289,7 +330,10 @@ def ranked_lists(
                 dense[at] = -np.inf
                 extra = None
             else:
-                full = (c + pair_features(model, wu, wi, best[wu - lo]) @ w).astype(np.float32)
+                # Watched pairs: their history terms are the model's stored ones (history_bonus,
+                # the `all` ranker's), so a loaded model ranks them as training did.
+                rest = pair_features(model, wu, wi, best[wu - lo], history=False) @ w
+                full = (c + rest + model.history_bonus[indptr[lo] : indptr[hi]]).astype(np.float32)
                 dense[at] = full[in_cat]
                 outside = ~in_cat if among is None else np.zeros(len(wi), dtype=bool)
                 extra = (wu[outside] - lo, wi[outside], full[outside])

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
-from interactions import STRENGTHS, IdMap, pack
+from interactions import RECENT_SESSIONS, STRENGTHS, IdMap, pack
 from progress import progress
 from ranking import (
     ALS,
@@ -90,6 +90,10 @@ class Recommender:
     # and the user's best ALS score over the catalog (a ranker feature needs it).
     lists: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     best_als: np.ndarray | None = None
+    # Training-time ranker inputs (interactions.Interactions.recent, .decayed); not in model files,
+    # which keep the history terms computed from them (history_bonus).
+    recent: sp.csr_matrix | None = None
+    decayed: sp.csr_matrix | None = None
 
     # Derived on first use, not at load: a loaded model is mapped arrays, and a serving worker
     # must not spend seconds and private memory on what it may never read.
@@ -139,13 +143,13 @@ class Recommender:
 
     def build_lists(self, show_progress: bool = False) -> None:
         """Rank the catalog (and each user's history) for every user with both rankers."""
+        for derived in ("history_bonus", "linear", "catalog_candidates"):  # the rankers may have changed
+            self.__dict__.pop(derived, None)
         if show_progress:
             with progress("ranked lists", self.n_users, "users") as bar:
                 self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH, done=bar.update)
         else:
             self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH)
-        for derived in ("history_bonus", "linear", "catalog_candidates"):  # the rankers may have changed
-            self.__dict__.pop(derived, None)
 
     @cached_property
     def history_bonus(self) -> np.ndarray:
@@ -265,7 +269,9 @@ class Recommender:
                 candidates = self.catalog_candidates
         _, w = self.linear["all"]
         total = np.full(len(items), float(counts.sum()))
-        bonus = history_features(counts, counts, total, total, np.zeros(len(items))) @ w[HISTORY]
+        # All just watched: every session is recent and undecayed.
+        recent = counts * (min(counts.sum(), RECENT_SESSIONS) / counts.sum())
+        bonus = history_features(counts, counts, total, total, np.zeros(len(items)), recent, counts) @ w[HISTORY]
         return self._rank(vector, best, candidates, k, exclude_watched, items, bonus.astype(np.float32))
 
     def _rank(

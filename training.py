@@ -32,7 +32,7 @@ from sessions import START, STREAMER, UID, Sessions
 
 log = logging.getLogger("training")
 
-RANKER_MAX_USERS = 5_000  # validation users the ranker learns from (a deterministic sample)
+RANKER_MAX_USERS = 20_000  # validation users the ranker learns from (a deterministic sample)
 RANKER_NEGATIVES = 40  # sampled negative pairs per validation user
 RANKER_ALS_CANDIDATES = 100  # top ALS streamers per validation user among the ranker's pairs
 RANKER_POPULAR_CANDIDATES = 20  # most popular streamers among them
@@ -149,6 +149,8 @@ def fit_base(
         count=inter.count,
         watch_time=inter.watch_time,
         last_seen=inter.last_seen,
+        recent=inter.recent,
+        decayed=inter.decayed,
         popularity=popularity,
         popular_ranking=pop.ranking,
         catalog=choose_catalog(inter, params),
@@ -180,9 +182,14 @@ def learn_rankers(
     if len(users) == 0:
         return priors
 
-    s = catalog_scores(base, users)
-    best = s.max(axis=1)
-    als_top = base.catalog[top_n_rows(s, min(RANKER_ALS_CANDIDATES, s.shape[1]))]
+    # ALS scores against the catalog, a block of users at a time (20,000 x 5,000 floats at once
+    # would be 400 MB): each user's best score and top candidates.
+    best = np.empty(len(users), dtype=np.float32)
+    als_top = np.empty((len(users), min(RANKER_ALS_CANDIDATES, len(base.catalog))), dtype=np.int64)
+    for lo in range(0, len(users), 2000):
+        s = catalog_scores(base, users[lo : lo + 2000])
+        best[lo : lo + 2000] = s.max(axis=1)
+        als_top[lo : lo + 2000] = base.catalog[top_n_rows(s, als_top.shape[1])]
     random_items = base.catalog[rng.integers(0, len(base.catalog), (len(users), RANKER_RANDOM_CANDIDATES))]
     popular = np.broadcast_to(
         base.popular_ranking[:RANKER_POPULAR_CANDIDATES], (len(users), min(RANKER_POPULAR_CANDIDATES, base.n_streamers))
