@@ -35,9 +35,10 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 import metrics
+import training
 from ranking import top_n
 from recommender import Recommender
-from sessions import END, START, STREAMER, UID, DataError, Sessions, read_sessions
+from sessions import START, STREAMER, UID, DataError, Sessions, read_sessions
 from training import TrainParams, add_io_args, add_train_args, params_from_args, split_by_time, train
 
 log = logging.getLogger("evaluation")
@@ -337,17 +338,7 @@ LIVE_METRICS = {
 def live_at(model: Recommender, frame: pd.DataFrame, steps: np.ndarray) -> dict[int, np.ndarray]:
     """For each of `steps`, the sorted streamer rows (known to the model) with a session in
     `frame` covering it: the streamers live at that step."""
-    steps = np.unique(steps)
-    start, end = frame[START].to_numpy(), frame[END].to_numpy()
-    cols = model.streamers.rows(frame[STREAMER])
-    lo, hi = np.searchsorted(steps, start, "left"), np.searchsorted(steps, end, "right")
-    n = np.maximum(hi - lo, 0)
-    which = np.repeat(np.arange(len(frame)), n)
-    step_index = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-    pairs = pd.DataFrame({"step": steps[step_index], "streamer": cols[which]})
-    pairs = pairs[pairs["streamer"] >= 0].drop_duplicates()
-    grouped = pairs.groupby("step")["streamer"].agg(lambda s: np.sort(s.to_numpy()))
-    return {int(t): grouped.get(t, np.empty(0, dtype=np.int64)) for t in steps}
+    return training.live_at(model.streamers, frame, steps)
 
 
 def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -> dict:
@@ -370,7 +361,7 @@ def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -
             cands = live[step]
             sizes.append(len(cands))
             repeat[j] = targets[j] in set(model.history(row)[0].tolist())
-            lists["served"].append(model.recommend_among(row, cands, K)[0].tolist())
+            lists["served"].append(model.recommend_among(row, cands, K, live=True)[0].tolist())
             als = model.als.item_factors[cands] @ model.als.user_factors[row]
             lists["ALS"].append(cands[top_n(als, K)].tolist())
             lists["POP"].append(cands[np.argsort(pop_rank[cands], kind="stable")[:K]].tolist())

@@ -58,7 +58,7 @@ class LiveSet:
             popular=model.popular_ranking[mask[model.popular_ranking]],
             unknown=int(np.count_nonzero(rows < 0)),
             since=since or datetime.now(UTC),
-            lists=ranked_lists(model, model.rankers, LIVE_LIST_LENGTH, among=known)[0] if rank and len(known) else None,
+            lists=_live_lists(model, known) if rank and len(known) else None,
         )
 
     def recommend(self, model: Recommender, row: int, k: int, exclude_watched: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ class LiveSet:
             top = ids[row, :k]
             n = int(np.count_nonzero(top >= 0))
             return top[:n], scores[row, :n]
-        return model.recommend_among(row, self.candidates, k, exclude_watched)
+        return model.recommend_among(row, self.candidates, k, exclude_watched, live=True)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -92,3 +92,10 @@ def read_live(path: Path) -> tuple[list[str], datetime, int] | None:
         return names, datetime.fromisoformat(data["since"]), version
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _live_lists(model: Recommender, known: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every user's live-only lists: the live ranker (model.live_ranker) for the default list,
+    the discovery ranker with exclude_watched."""
+    rankers = {"all": model.rankers[model.live_ranker], "new": model.rankers["new"]}
+    return ranked_lists(model, rankers, LIVE_LIST_LENGTH, among=known, bonus=model.live_bonus)[0]

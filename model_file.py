@@ -44,7 +44,7 @@ from recommender import JsonNames, Recommender
 
 MAGIC = b"STRMREC\n"
 FORMAT = "streamer-recommender"
-FORMAT_VERSION = 5  # 3: one pickle; 4: JSON header and mapped arrays; 5: ten ranker features
+FORMAT_VERSION = 5  # 3: one pickle; 4: JSON header and mapped arrays; 5: ten ranker features, a live ranker
 ALIGN = 4096  # arrays start on page boundaries: a page never holds two arrays
 _DTYPES = {"uint8", "int32", "int64", "uint32", "float32", "float64"}
 _ALS_PARAMS = ("factors", "regularization", "alpha", "iterations", "random_state")
@@ -123,6 +123,7 @@ def _parts(model: Recommender) -> tuple[dict, dict[str, np.ndarray]]:
         "history.watch_time": model.watch_time.data,
         "history.last_seen": model.last_seen.data,
         "history.bonus": model.history_bonus,
+        "history.live_bonus": model.live_bonus,
         "popularity": model.popularity,
         "popular_ranking": model.popular_ranking,
         "catalog": model.catalog,
@@ -145,6 +146,7 @@ def _parts(model: Recommender) -> tuple[dict, dict[str, np.ndarray]]:
         "rankers": {
             name: {k: np.asarray(v).tolist() for k, v in w.to_dict().items()} for name, w in model.rankers.items()
         },
+        "lists": sorted(model.lists),
     }
     return header, arrays
 
@@ -280,11 +282,12 @@ def _from_parts(header: dict, a: dict[str, np.ndarray]) -> Recommender:
         rankers={name: RankerWeights.from_dict(d) for name, d in header["rankers"].items()},
         strength=header["strength"],
         metadata=header["metadata"],
-        lists={name: (a[f"lists.{name}.ids"], a[f"lists.{name}.scores"]) for name in header["rankers"]},
+        lists={name: (a[f"lists.{name}.ids"], a[f"lists.{name}.scores"]) for name in header["lists"]},
         best_als=a["best_als"],
     )
     # Stored, so that no worker derives them at startup.
     model.__dict__["history_bonus"] = a["history.bonus"]
+    model.__dict__["live_bonus"] = a["history.live_bonus"]
     model.__dict__["names_json"] = JsonNames(a["streamer_json.blob"], a["streamer_json.offsets"])
     return model
 

@@ -55,6 +55,7 @@ FEATURES = (
     "popularity",
 )
 ALS, GAP, POP = FEATURES.index("als"), FEATURES.index("als_gap"), FEATURES.index("popularity")
+SPLIT = (ALS, GAP, POP)  # the features a watched_shift may weigh differently for watched pairs
 RECENCY_SCALE = 0.05  # share of the log's time span over which recency decays by e
 L2 = 1.0  # ridge penalty of the logistic ranker, on standardised features
 CHUNK_USERS = 256  # viewers scored per matrix product; bounds the memory of batch ranking
@@ -69,6 +70,10 @@ class RankerWeights:
     coef: np.ndarray
     bias: float
     learned: bool  # False when there was nothing to learn from (prior weights)
+    # Raw-feature weights added for watched pairs only: a ranker that weighs ALS and popularity
+    # differently for a viewer's own streamers than for new ones (the live ranker). The served
+    # scorer stays one linear form on the catalog; the difference goes into the history terms.
+    watched_shift: np.ndarray | None = None
 
     def linear(self) -> tuple[float, np.ndarray]:
         """(c, w) with score = c + x . w on raw features."""
@@ -86,13 +91,33 @@ class RankerWeights:
             "coef": self.coef.astype(np.float64),
             "bias": float(self.bias),
             "learned": bool(self.learned),
+            **({} if self.watched_shift is None else {"watched_shift": self.watched_shift.astype(np.float64)}),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> RankerWeights:
+        shift = d.get("watched_shift")
         return cls(
-            np.asarray(d["mean"]), np.asarray(d["scale"]), np.asarray(d["coef"]), float(d["bias"]), bool(d["learned"])
+            np.asarray(d["mean"]),
+            np.asarray(d["scale"]),
+            np.asarray(d["coef"]),
+            float(d["bias"]),
+            bool(d["learned"]),
+            None if shift is None else np.asarray(shift),
         )
+
+    @classmethod
+    def split_by_watched(cls, fitted: RankerWeights) -> RankerWeights:
+        """From a ranker fitted on FEATURES plus (als, als_gap, popularity) x never-watched: the
+        never-watched weights as the ranker, the difference for watched pairs as watched_shift."""
+        c, w = fitted.linear()
+        base, extra = w[: len(FEATURES)].copy(), w[len(FEATURES) :]
+        shift = np.zeros(len(FEATURES))
+        for j, col in enumerate(SPLIT):
+            base[col] += extra[j]
+            shift[col] = -extra[j]
+        n = len(FEATURES)
+        return cls(np.zeros(n), np.ones(n), base, c, fitted.learned, shift)
 
     @classmethod
     def prior(cls, discovery: bool = False) -> RankerWeights:
@@ -282,12 +307,14 @@ def ranked_lists(
     n: int,
     among: np.ndarray | None = None,
     done: Callable[[int], object] | None = None,
+    bonus: np.ndarray | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
     shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
     user's best ALS score over the catalog.
 
-    `rankers["all"]` must be the ranker behind `model.history_bonus`. Candidates are the catalog
+    `bonus` holds `rankers["all"]`'s history terms per history entry (default
+    `model.history_bonus`, the model's own `all` ranker's). Candidates are the catalog
     plus every watched streamer for `all`, and the catalog minus
     watched streamers for `new` (exclude_watched); with `among` (sorted streamer rows, e.g. the
     live ones), only those. One matrix product per chunk of users serves both rankers. `done(n)`
@@ -307,6 +334,12 @@ def ranked_lists(
         )
     indptr, indices = model.count.indptr, model.count.indices
     best_all = np.zeros(model.n_users, dtype=np.float32)
+    bonus = model.history_bonus if bonus is None else bonus
+    # Weights on watched pairs' non-history features: the ranker's, plus its watched_shift.
+    watched_w = {
+        name: w if rankers[name].watched_shift is None else w + rankers[name].watched_shift
+        for name, (_, w) in linear.items()
+    }
 
     def rank_chunk(lo: int) -> None:
         hi = min(lo + CHUNK_USERS, model.n_users)
@@ -330,10 +363,10 @@ def ranked_lists(
                 dense[at] = -np.inf
                 extra = None
             else:
-                # Watched pairs: their history terms are the model's stored ones (history_bonus,
-                # the `all` ranker's), so a loaded model ranks them as training did.
-                rest = pair_features(model, wu, wi, best[wu - lo], history=False) @ w
-                full = (c + rest + model.history_bonus[indptr[lo] : indptr[hi]]).astype(np.float32)
+                # Watched pairs: their history terms are stored ones (`bonus`), so a loaded model
+                # ranks them as training did.
+                rest = pair_features(model, wu, wi, best[wu - lo], history=False) @ watched_w[name]
+                full = (c + rest + bonus[indptr[lo] : indptr[hi]]).astype(np.float32)
                 dense[at] = full[in_cat]
                 outside = ~in_cat if among is None else np.zeros(len(wi), dtype=bool)
                 extra = (wu[outside] - lo, wi[outside], full[outside])

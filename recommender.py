@@ -143,7 +143,7 @@ class Recommender:
 
     def build_lists(self, show_progress: bool = False) -> None:
         """Rank the catalog (and each user's history) for every user with both rankers."""
-        for derived in ("history_bonus", "linear", "catalog_candidates"):  # the rankers may have changed
+        for derived in ("history_bonus", "live_bonus", "linear", "catalog_candidates"):  # rankers may have changed
             self.__dict__.pop(derived, None)
         if show_progress:
             with progress("ranked lists", self.n_users, "users") as bar:
@@ -154,10 +154,29 @@ class Recommender:
     @cached_property
     def history_bonus(self) -> np.ndarray:
         """The `all` ranker's history terms for every history entry (aligned with count.data)."""
-        _, w = self.rankers["all"].linear()
+        return self._history_terms("all")
+
+    @cached_property
+    def live_bonus(self) -> np.ndarray:
+        """The live-only ranker's history terms for every history entry."""
+        return self._history_terms(self.live_ranker)
+
+    @property
+    def live_ranker(self) -> str:
+        """The ranker behind live-only lists: `live` (learned on next sessions among the streamers
+        then live) when the model has one, else `all`."""
+        return "live" if "live" in self.rankers else "all"
+
+    def _history_terms(self, name: str) -> np.ndarray:
+        """Ranker `name`'s history terms for every history entry (a watched_shift is applied
+        where pairs are scored, from their ALS score)."""
+        _, w = self.rankers[name].linear()
         entry_rows = np.repeat(np.arange(self.n_users), np.diff(self.count.indptr))
-        entries = np.arange(self.count.nnz)
-        return (entry_history_features(self, entries, entry_rows) @ w[HISTORY]).astype(np.float32)
+        out = np.empty(self.count.nnz, dtype=np.float32)
+        for lo in range(0, self.count.nnz, 1 << 20):  # blocks: features of every entry at once are GBs
+            entries = np.arange(lo, min(lo + (1 << 20), self.count.nnz))
+            out[entries] = entry_history_features(self, entries, entry_rows[entries]) @ w[HISTORY]
+        return out
 
     def recommend(self, row: int, k: int = 10, exclude_watched: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k streamer rows and ranker scores for a known user row: a slice of the stored list,
@@ -231,17 +250,24 @@ class Recommender:
         return mask
 
     def recommend_among(
-        self, row: int, candidates: Candidates | np.ndarray, k: int = 10, exclude_watched: bool = False
+        self,
+        row: int,
+        candidates: Candidates | np.ndarray,
+        k: int = 10,
+        exclude_watched: bool = False,
+        live: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The served ranking of a known user restricted to `candidates` (e.g. the live
-        streamers): one dot product per candidate, the history terms precomputed. Gives exactly
-        min(k, candidates left) streamers."""
+        """The served ranking of a known user restricted to `candidates`: one dot product per
+        candidate, the history terms precomputed. With `live` (the candidates are the streamers
+        live now), the live-only ranker orders them. Gives exactly min(k, candidates left)
+        streamers."""
         if not isinstance(candidates, Candidates):
             candidates = self.candidates(candidates)
         best = float(self.best_als[row]) if self.best_als is not None else 0.0
         watched, entries = self.history(row)
-        bonus = self.history_bonus[entries]
-        return self._rank(self.als.user_factors[row], best, candidates, k, exclude_watched, watched, bonus)
+        bonus = (self.live_bonus if live else self.history_bonus)[entries]
+        ranker = self.live_ranker if live and not exclude_watched else None
+        return self._rank(self.als.user_factors[row], best, candidates, k, exclude_watched, watched, bonus, ranker)
 
     def recommend_recent(
         self, names: list[str], k: int = 10, exclude_watched: bool = False, candidates: Candidates | None = None
@@ -283,14 +309,15 @@ class Recommender:
         exclude_watched: bool,
         watched: np.ndarray,
         bonus: np.ndarray,
+        ranker: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of `candidates` for one user vector by the served ranker. `watched` (sorted
-        streamer rows) get their history terms `bonus` added, or are left out with
-        exclude_watched (the `new` ranker)."""
-        name = "new" if exclude_watched else "all"
+        """Top-k of `candidates` for one user vector by the served ranker (`ranker`, default
+        `all`; `new` with exclude_watched). `watched` (sorted streamer rows) get their history
+        terms `bonus` (of that ranker) added, or are left out with exclude_watched."""
+        name = "new" if exclude_watched else (ranker or "all")
         c, w = self.linear[name]
-        scores = candidates.factors @ vector
-        scores *= float(w[ALS] - w[GAP])
+        als = candidates.factors @ vector
+        scores = als * float(w[ALS] - w[GAP])
         scores += float(c + w[GAP] * best)
         scores += candidates.pop[name]
         pos = np.searchsorted(candidates.rows, watched)
@@ -299,7 +326,12 @@ class Recommender:
         if exclude_watched:
             scores[pos[hit]] = -np.inf
         else:
-            scores[pos[hit]] += bonus[hit]
+            at = pos[hit]
+            scores[at] += bonus[hit]
+            shift = self.rankers[name].watched_shift
+            if shift is not None:
+                pop = self.pop_feature[candidates.rows[at]]
+                scores[at] += shift[ALS] * als[at] + shift[GAP] * (best - als[at]) + shift[POP] * pop
         top = top_n(scores, k)
         top = top[np.isfinite(scores[top])]
         return candidates.rows[top], scores[top]

@@ -26,9 +26,9 @@ from threadpoolctl import threadpool_limits
 from cold_start import POPULARITY_BY, PopularityRecommender
 from interactions import STRENGTHS, Interactions, aggregate
 from progress import Timer, als_callback, interactive
-from ranking import RankerWeights, catalog_scores, fit_logistic, pair_features, top_n_rows
+from ranking import SPLIT, RankerWeights, catalog_scores, fit_logistic, pair_features, top_n, top_n_rows
 from recommender import Recommender
-from sessions import START, STREAMER, UID, Sessions
+from sessions import END, START, STREAMER, UID, Sessions
 
 log = logging.getLogger("training")
 
@@ -37,6 +37,7 @@ RANKER_NEGATIVES = 40  # sampled negative pairs per validation user
 RANKER_ALS_CANDIDATES = 100  # top ALS streamers per validation user among the ranker's pairs
 RANKER_POPULAR_CANDIDATES = 20  # most popular streamers among them
 RANKER_RANDOM_CANDIDATES = 20  # uniformly drawn catalog streamers among them
+RANKER_LIVE_CANDIDATES = 20  # top ALS and random live streamers per viewer for the live ranker
 
 
 @dataclass
@@ -162,14 +163,91 @@ def fit_base(
     return model, inter
 
 
+def live_at(streamers, frame: pd.DataFrame, steps: np.ndarray) -> dict[int, np.ndarray]:
+    """For each of `steps`, the sorted rows (in the id map `streamers`) of the streamers with a
+    session in `frame` covering it: the streamers live at that step."""
+    steps = np.unique(steps)
+    start, end = frame[START].to_numpy(), frame[END].to_numpy()
+    cols = streamers.rows(frame[STREAMER])
+    lo, hi = np.searchsorted(steps, start, "left"), np.searchsorted(steps, end, "right")
+    n = np.maximum(hi - lo, 0)
+    which = np.repeat(np.arange(len(frame)), n)
+    step_index = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+    pairs = pd.DataFrame({"step": steps[step_index], "streamer": cols[which]})
+    pairs = pairs[pairs["streamer"] >= 0].drop_duplicates()
+    grouped = pairs.groupby("step")["streamer"].agg(lambda s: np.sort(s.to_numpy()))
+    return {int(t): grouped.get(t, np.empty(0, dtype=np.int64)) for t in steps}
+
+
+def learn_live_ranker(
+    base: Recommender,
+    future: pd.DataFrame,
+    live_source: pd.DataFrame,
+    users: np.ndarray,
+    best: np.ndarray,
+    rng: np.random.Generator,
+) -> RankerWeights | None:
+    """The `live` ranker, behind live-only lists: what a viewer watches next among the streamers
+    live at that moment. For each of `users` (sorted; `best` their best catalog ALS scores), the
+    first session in `future` is the positive, and the candidates are the streamers live at its
+    start (a session in `live_source` covers it): their watched ones, their top ALS ones and a
+    random sample. None when there is nothing to learn from."""
+    rows = base.users.rows(future[UID])
+    first = pd.DataFrame({"u": rows, "i": base.streamers.rows(future[STREAMER]), "t": future[START].to_numpy()})
+    first = first[np.isin(first["u"].to_numpy(), users)].sort_values("t", kind="stable").drop_duplicates("u")
+    first = first[first["i"] >= 0]
+    if first.empty:
+        return None
+    live = live_at(base.streamers, live_source, first["t"].to_numpy())
+    pair_u, pair_i, label = [], [], []
+    factors = base.als.item_factors
+    for u, target, step in first.itertuples(index=False):
+        cands = live[step]
+        if len(cands) < 2:
+            continue
+        watched = base.history(u)[0]
+        mine = watched[np.isin(watched, cands, assume_unique=True)]
+        als = factors[cands] @ base.als.user_factors[u]
+        picked = np.concatenate(
+            [
+                mine,
+                cands[top_n(als, RANKER_LIVE_CANDIDATES)],
+                cands[rng.integers(0, len(cands), RANKER_LIVE_CANDIDATES)],
+                [target],
+            ]
+        )
+        picked = np.unique(picked[np.isin(picked, cands)])
+        pair_u.append(np.full(len(picked), u))
+        pair_i.append(picked)
+        label.append(picked == target)
+    if not pair_u:
+        return None
+    pu, pi, y = np.concatenate(pair_u), np.concatenate(pair_i), np.concatenate(label)
+    if y.all() or not y.any():
+        return None
+    user_of = np.searchsorted(users, pu)
+    n_pairs = np.bincount(user_of, minlength=len(users))
+    x = pair_features(base, pu, pi, best[user_of])
+    # ALS, gap and popularity weigh differently for the viewer's own streamers and for new ones:
+    # one order of the new ones (ALS's), another of the watched ones, each calibrated to the other.
+    new = (x[:, 0] == 0)[:, None]
+    x = np.concatenate([x, x[:, list(SPLIT)] * new], axis=1)
+    return RankerWeights.split_by_watched(fit_logistic(x, y.astype(float), 1.0 / n_pairs[user_of]))
+
+
 def learn_rankers(
-    base: Recommender, future: pd.DataFrame, max_users: int = RANKER_MAX_USERS, seed: int = 0
+    base: Recommender,
+    future: pd.DataFrame,
+    max_users: int = RANKER_MAX_USERS,
+    seed: int = 0,
+    live_source: pd.DataFrame | None = None,
 ) -> dict[str, RankerWeights]:
-    """Fit the `all` and `new` rankers. For users of `base` active in `future`, the pairs are
-    their watched streamers, their top ALS streamers, the most popular ones and a random sample
-    of the catalog (the ranker scores the whole catalog when serving), labelled by whether the
-    user watched them in `future`. Each user weighs the same; negatives are subsampled to
-    RANKER_NEGATIVES per user and up-weighted to compensate."""
+    """Fit the `all` and `new` rankers, and with `live_source` (the sessions that may be live in
+    `future`) the `live` one (learn_live_ranker). For users of `base` active in `future`, the
+    pairs are their watched streamers, their top ALS streamers, the most popular ones and a
+    random sample of the catalog (the ranker scores the whole catalog when serving), labelled by
+    whether the user watched them in `future`. Each user weighs the same; negatives are
+    subsampled to RANKER_NEGATIVES per user and up-weighted to compensate."""
     rows = base.users.rows(future[UID])
     cols = base.streamers.rows(future[STREAMER])
     keep = (rows >= 0) & (cols >= 0)
@@ -216,10 +294,17 @@ def learn_rankers(
     y = y[sample]
     rankers = {}
     for name, mask in (("all", np.ones(len(y), bool)), ("new", x[:, 0] == 0)):
-        if y[mask].any() and not y[mask].all():
-            rankers[name] = fit_logistic(x[mask], y[mask].astype(float), weight[mask])
-        else:
+        if not (y[mask].any() and not y[mask].all()):
             rankers[name] = priors[name]
+        elif name == "all":  # watched and new streamers: ALS and popularity weigh differently for each
+            split = np.concatenate([x, x[:, list(SPLIT)] * (x[:, :1] == 0)], axis=1)
+            rankers[name] = RankerWeights.split_by_watched(fit_logistic(split, y.astype(float), weight))
+        else:
+            rankers[name] = fit_logistic(x[mask], y[mask].astype(float), weight[mask])
+    if live_source is not None:
+        live = learn_live_ranker(base, future, live_source, users, best, rng)
+        if live is not None:
+            rankers["live"] = live
     return rankers
 
 
@@ -249,7 +334,9 @@ def train(
         with timer("validation"):
             previous, _ = fit_base(past, fmt, before, timer.sub("validation"), show_progress)
         with timer("ranker"):
-            rankers = learn_rankers(previous, future)
+            live_source = frame[frame[END].to_numpy() >= cut]  # sessions that can be live after the cut
+            rankers = learn_rankers(previous, future, live_source=live_source)
+            del live_source
     else:
         log.warning("log too short to hold out a validation period; using prior ranker weights")
     del past, future  # copies of the rows: memory for the final fit

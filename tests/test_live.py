@@ -198,7 +198,7 @@ def test_live_lists_ranked_in_advance_equal_ranking_on_request(model, exclude_wa
     assert live.lists is not None
     for row in range(model.n_users):
         ahead_rows, ahead_scores = live.recommend(model, row, 5, exclude_watched)
-        now_rows, now_scores = model.recommend_among(row, live.candidates, 5, exclude_watched)
+        now_rows, now_scores = model.recommend_among(row, live.candidates, 5, exclude_watched, live=True)
         assert ahead_rows.tolist() == now_rows.tolist()
         np.testing.assert_allclose(ahead_scores, now_scores, rtol=1e-4, atol=1e-4)
 

@@ -85,3 +85,36 @@ def test_longer_than_the_stored_list_is_ranked_on_request_the_same_way(wide_mode
             assert (np.diff(longer_scores) <= 1e-6).all()
             if exclude:
                 assert not set(longer.tolist()) & set(model.history(row)[0].tolist())
+
+
+def test_split_ranker_scores_watched_and_new_pairs_as_fitted():
+    from ranking import FEATURES, SPLIT, RankerWeights, fit_logistic
+
+    rng = np.random.default_rng(3)
+    x = rng.random((400, len(FEATURES)))
+    x[::2, 0] = 0.0  # half never watched
+    x[1::2, 0] = 1.0
+    y = (rng.random(400) < 0.3).astype(float)
+    split = np.concatenate([x, x[:, list(SPLIT)] * (x[:, :1] == 0)], axis=1)
+    fitted = fit_logistic(split, y)
+    ranker = RankerWeights.split_by_watched(fitted)
+    c, w = ranker.linear()
+    watched = x[:, 0] == 1
+    served = c + x @ w + np.where(watched, x @ ranker.watched_shift, 0.0)
+    np.testing.assert_allclose(served, fitted.score(split), rtol=1e-9, atol=1e-9)
+    assert np.abs(ranker.watched_shift).sum() > 0  # watched pairs really weigh differently
+    again = RankerWeights.from_dict(ranker.to_dict())
+    np.testing.assert_array_equal(again.watched_shift, ranker.watched_shift)
+
+
+def test_trained_model_has_a_live_ranker_and_ranks_live_lists_by_it(wide_model):
+    from live import LiveSet
+
+    model = wide_model
+    assert {"all", "new", "live"} <= set(model.rankers)
+    assert model.live_ranker == "live" and model.rankers["live"].watched_shift is not None
+    live = LiveSet.build(model, list(model.streamers.ids[model.catalog[:40]]))
+    for row in range(0, model.n_users, 23):
+        ahead, _ = live.recommend(model, row, 10, False)
+        now, _ = model.recommend_among(row, live.candidates, 10, live=True)
+        assert ahead.tolist() == now.tolist() and set(ahead.tolist()) <= set(live.rows.tolist())
