@@ -297,22 +297,29 @@ def summary(frame: pd.DataFrame) -> dict[str, float]:
     """The statistics the generator is calibrated on, for any sessions frame: the sorted curve of
     distinct viewers per streamer (share of viewer-streamer pairs held by its top 0.1%, 1%, 10%,
     ..., 90%), the sessions-per-viewer deciles, and the share of sessions with an already-watched
-    streamer."""
+    streamer, overall and after a time split."""
     uid, streamer = frame[COLUMNS[0]].to_numpy(), frame[COLUMNS[2]].to_numpy()
     pairs = pd.DataFrame({"u": uid, "s": streamer}).drop_duplicates()
-    viewers = np.sort(pairs.groupby("s").size().to_numpy())[::-1]
+    out = curve_statistics(pairs.groupby("s").size().to_numpy(), pd.Series(uid).value_counts().to_numpy())
+    out["repeat_share"] = round(1 - len(pairs) / len(frame), 3)
+    out.update(_test_period_repeats(frame))
+    return {key: out[key] for key in TWITCH_100K}
+
+
+def curve_statistics(viewers: np.ndarray, sessions: np.ndarray) -> dict[str, float]:
+    """What the two marginals say: from every streamer's distinct viewers and every viewer's
+    sessions (any order), the sizes, the streamer curve and the sessions curve."""
+    viewers, sessions = np.sort(viewers)[::-1], np.sort(sessions)[::-1]
     held = np.cumsum(viewers) / viewers.sum()
 
     def top(share: float) -> float:
         return round(float(held[int(np.ceil(share * len(viewers))) - 1]), 3)
 
-    sessions = np.sort(pd.Series(uid).value_counts().to_numpy())[::-1]
-    out = {
+    return {
         "users": len(sessions),
         "streamers": len(viewers),
-        "sessions": len(frame),
-        "pairs": len(pairs),
-        "repeat_share": round(1 - len(pairs) / len(frame), 3),
+        "sessions": int(sessions.sum()),
+        "pairs": int(viewers.sum()),
         "one_viewer_share": round(float(np.mean(viewers == 1)), 3),
         "top_0.1%_share": top(0.001),
         "top_1%_share": top(0.01),
@@ -320,10 +327,8 @@ def summary(frame: pd.DataFrame) -> dict[str, float]:
         "largest_audience": int(viewers[0]),
         **{f"sessions_p{d}": float(np.quantile(sessions, d / 100)) for d in range(10, 100, 10)},
         "sessions_p99": float(np.quantile(sessions, 0.99)),
-        "sessions_top_1%_share": round(float(sessions[: max(1, len(sessions) // 100)].sum() / len(frame)), 3),
-        **_test_period_repeats(frame),
+        "sessions_top_1%_share": round(float(sessions[: max(1, len(sessions) // 100)].sum() / sessions.sum()), 3),
     }
-    return out
 
 
 def _test_period_repeats(frame: pd.DataFrame, fraction: float = 0.1) -> dict[str, float]:

@@ -18,7 +18,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # platform.py hands over the standard module
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import demo_data  # noqa: E402
@@ -28,27 +27,9 @@ MARGINALS = ROOT.parent / "shared" / "data" / "twitch100k-marginals"
 
 def real_from_marginals(folder: Path) -> dict[str, float]:
     """The statistics both marginals determine, from the files themselves."""
-    viewers = np.sort(pd.read_csv(folder / "streamer_distinct_viewers.csv")["distinct_viewers"].to_numpy())[::-1]
-    sessions = np.sort(pd.read_csv(folder / "user_sessions_and_watch_steps.csv")["sessions"].to_numpy())[::-1]
-    held = np.cumsum(viewers) / viewers.sum()
-
-    def top(share: float) -> float:
-        return round(float(held[int(np.ceil(share * len(viewers))) - 1]), 3)
-
-    return {
-        "users": len(sessions),
-        "streamers": len(viewers),
-        "sessions": int(sessions.sum()),
-        "pairs": int(viewers.sum()),
-        "one_viewer_share": round(float(np.mean(viewers == 1)), 3),
-        "top_0.1%_share": top(0.001),
-        "top_1%_share": top(0.01),
-        **{f"top_{d}%_share": top(d / 100) for d in range(10, 100, 10)},
-        "largest_audience": int(viewers[0]),
-        **{f"sessions_p{d}": float(np.quantile(sessions, d / 100)) for d in range(10, 100, 10)},
-        "sessions_p99": float(np.quantile(sessions, 0.99)),
-        "sessions_top_1%_share": round(float(sessions[: len(sessions) // 100].sum() / sessions.sum()), 3),
-    }
+    viewers = pd.read_csv(folder / "streamer_distinct_viewers.csv")["distinct_viewers"].to_numpy()
+    sessions = pd.read_csv(folder / "user_sessions_and_watch_steps.csv")["sessions"].to_numpy()
+    return demo_data.curve_statistics(viewers, sessions)
 
 
 def main(argv: list[str] | None = None) -> int:
