@@ -286,7 +286,10 @@ def aggregate(
     # sessions (by start) and every session weighted by how long ago it ended.
     entry = np.empty(len(key), dtype=np.int64)
     entry[order] = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(key))))
-    by_time = np.lexsort((frame[START].to_numpy()[keep], codes_u))
+    start = frame[START].to_numpy()[keep]
+    # Logs usually come sorted by viewer, then time (the Twitch file does): then no sort is needed.
+    in_order = bool(np.all((np.diff(codes_u) > 0) | ((np.diff(codes_u) == 0) & (np.diff(start) >= 0))))
+    by_time = np.arange(len(codes_u)) if in_order else np.lexsort((start, codes_u))
     viewer_end = np.searchsorted(codes_u[by_time], codes_u[by_time], side="right")  # past their last
     last_few = by_time[viewer_end - np.arange(len(by_time)) <= RECENT_SESSIONS]
     recent = np.bincount(entry[last_few], minlength=len(starts)).astype(np.float32)

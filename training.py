@@ -26,13 +26,13 @@ from threadpoolctl import threadpool_limits
 from cold_start import POPULARITY_BY, PopularityRecommender
 from interactions import STRENGTHS, Interactions, aggregate
 from progress import Timer, als_callback, interactive
-from ranking import SPLIT, RankerWeights, catalog_scores, fit_logistic, pair_features, top_n, top_n_rows
+from ranking import SPLIT, RankerWeights, catalog_scores, fit_logistic, pair_features, top_n_rows
 from recommender import Recommender
 from sessions import END, START, STREAMER, UID, Sessions
 
 log = logging.getLogger("training")
 
-RANKER_MAX_USERS = 20_000  # validation users the ranker learns from (a deterministic sample)
+RANKER_MAX_USERS = 5_000  # validation users the rankers learn from (a deterministic sample)
 RANKER_NEGATIVES = 40  # sampled negative pairs per validation user
 RANKER_ALS_CANDIDATES = 100  # top ALS streamers per validation user among the ranker's pairs
 RANKER_POPULAR_CANDIDATES = 20  # most popular streamers among them
@@ -201,25 +201,29 @@ def learn_live_ranker(
     live = live_at(base.streamers, live_source, first["t"].to_numpy())
     pair_u, pair_i, label = [], [], []
     factors = base.als.item_factors
-    for u, target, step in first.itertuples(index=False):
-        cands = live[step]
+    # The viewers whose next session starts at the same step share the candidates: one batch each.
+    for step, group in first.groupby("t", sort=False):
+        cands = live[int(step)]  # sorted
         if len(cands) < 2:
             continue
-        watched = base.history(u)[0]
-        mine = watched[np.isin(watched, cands, assume_unique=True)]
-        als = factors[cands] @ base.als.user_factors[u]
-        picked = np.concatenate(
-            [
-                mine,
-                cands[top_n(als, RANKER_LIVE_CANDIDATES)],
-                cands[rng.integers(0, len(cands), RANKER_LIVE_CANDIDATES)],
-                [target],
-            ]
-        )
-        picked = np.unique(picked[np.isin(picked, cands)])
-        pair_u.append(np.full(len(picked), u))
-        pair_i.append(picked)
-        label.append(picked == target)
+        us, targets = group["u"].to_numpy(), group["i"].to_numpy()
+        n = min(RANKER_LIVE_CANDIDATES, len(cands))
+        top = cands[top_n_rows(base.als.user_factors[us] @ factors[cands].T, n)]
+        sampled = cands[rng.integers(0, len(cands), (len(us), n))]
+        lo, hi = base.count.indptr[us], base.count.indptr[us + 1]
+        watched_u = np.repeat(np.arange(len(us)), hi - lo)
+        watched_i = base.count.indices[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])]
+        at = np.minimum(np.searchsorted(cands, watched_i), len(cands) - 1)
+        mine = cands[at] == watched_i  # watched and live now
+        at = np.minimum(np.searchsorted(cands, targets), len(cands) - 1)
+        reachable = cands[at] == targets  # the streamer they went on to watch was live (a known one is)
+        who = np.concatenate([np.repeat(np.arange(len(us)), 2 * n), watched_u[mine], np.flatnonzero(reachable)])
+        what = np.concatenate([np.concatenate([top, sampled], axis=1).ravel(), watched_i[mine], targets[reachable]])
+        key = np.unique(who.astype(np.int64) * base.n_streamers + what)
+        who, what = key // base.n_streamers, key % base.n_streamers
+        pair_u.append(us[who])
+        pair_i.append(what)
+        label.append(what == targets[who])
     if not pair_u:
         return None
     pu, pi, y = np.concatenate(pair_u), np.concatenate(pair_i), np.concatenate(label)
