@@ -264,8 +264,8 @@ def learn_rankers(
     if len(users) == 0:
         return priors
 
-    # ALS scores against the catalog, a block of users at a time (20,000 x 5,000 floats at once
-    # would be 400 MB): each user's best score and top candidates.
+    # ALS scores against the catalog, a block of users at a time (bounded memory whatever
+    # RANKER_MAX_USERS is): each user's best score and top candidates.
     best = np.empty(len(users), dtype=np.float32)
     als_top = np.empty((len(users), min(RANKER_ALS_CANDIDATES, len(base.catalog))), dtype=np.int64)
     for lo in range(0, len(users), 2000):
