@@ -155,6 +155,16 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None)
     return RankerWeights(mean, scale, result.x[:-1], float(result.x[-1]), True)
 
 
+def fit_logistic_split(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> RankerWeights:
+    """fit_logistic with ALS score, gap and popularity weighed separately for watched pairs and
+    for never-watched ones (those three features also crossed with "never watched"), returned as
+    one ranker plus its watched_shift (RankerWeights.split_by_watched)."""
+    never = x[:, :1] == 0  # the `watched` feature
+    return RankerWeights.split_by_watched(
+        fit_logistic(np.concatenate([x, x[:, list(SPLIT)] * never], axis=1), y, weight)
+    )
+
+
 def top_n(scores: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n largest scores, best first (ties by index, so results are stable)."""
     n = min(n, len(scores))

@@ -26,7 +26,14 @@ from threadpoolctl import threadpool_limits
 from cold_start import POPULARITY_BY, PopularityRecommender
 from interactions import STRENGTHS, Interactions, aggregate
 from progress import Timer, als_callback, interactive
-from ranking import SPLIT, RankerWeights, catalog_scores, fit_logistic, pair_features, top_n_rows
+from ranking import (
+    RankerWeights,
+    catalog_scores,
+    fit_logistic,
+    fit_logistic_split,
+    pair_features,
+    top_n_rows,
+)
 from recommender import Recommender
 from sessions import END, START, STREAMER, UID, Sessions
 
@@ -234,9 +241,7 @@ def learn_live_ranker(
     x = pair_features(base, pu, pi, best[user_of])
     # ALS, gap and popularity weigh differently for the viewer's own streamers and for new ones:
     # one order of the new ones (ALS's), another of the watched ones, each calibrated to the other.
-    new = (x[:, 0] == 0)[:, None]
-    x = np.concatenate([x, x[:, list(SPLIT)] * new], axis=1)
-    return RankerWeights.split_by_watched(fit_logistic(x, y.astype(float), 1.0 / n_pairs[user_of]))
+    return fit_logistic_split(x, y.astype(float), 1.0 / n_pairs[user_of])
 
 
 def learn_rankers(
@@ -301,8 +306,7 @@ def learn_rankers(
         if not (y[mask].any() and not y[mask].all()):
             rankers[name] = priors[name]
         elif name == "all":  # watched and new streamers: ALS and popularity weigh differently for each
-            split = np.concatenate([x, x[:, list(SPLIT)] * (x[:, :1] == 0)], axis=1)
-            rankers[name] = RankerWeights.split_by_watched(fit_logistic(split, y.astype(float), weight))
+            rankers[name] = fit_logistic_split(x, y.astype(float), weight)
         else:
             rankers[name] = fit_logistic(x[mask], y[mask].astype(float), weight[mask])
     if live_source is not None:

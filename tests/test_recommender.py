@@ -88,16 +88,16 @@ def test_longer_than_the_stored_list_is_ranked_on_request_the_same_way(wide_mode
 
 
 def test_split_ranker_scores_watched_and_new_pairs_as_fitted():
-    from ranking import FEATURES, SPLIT, RankerWeights, fit_logistic
+    from ranking import FEATURES, SPLIT, RankerWeights, fit_logistic, fit_logistic_split
 
     rng = np.random.default_rng(3)
     x = rng.random((400, len(FEATURES)))
     x[::2, 0] = 0.0  # half never watched
     x[1::2, 0] = 1.0
     y = (rng.random(400) < 0.3).astype(float)
-    split = np.concatenate([x, x[:, list(SPLIT)] * (x[:, :1] == 0)], axis=1)
+    split = np.concatenate([x, x[:, list(SPLIT)] * (x[:, :1] == 0)], axis=1)  # written out here
     fitted = fit_logistic(split, y)
-    ranker = RankerWeights.split_by_watched(fitted)
+    ranker = fit_logistic_split(x, y)
     c, w = ranker.linear()
     watched = x[:, 0] == 1
     served = c + x @ w + np.where(watched, x @ ranker.watched_shift, 0.0)
