@@ -234,6 +234,20 @@ def _encode(column: pd.Series, ids: IdMap | None) -> tuple[np.ndarray, IdMap]:
     return codes, IdMap.from_ids(uniques)
 
 
+def _last_sessions(viewer: np.ndarray, start: np.ndarray, n: int) -> np.ndarray:
+    """Positions of each viewer's last `n` sessions by start. Logs usually come sorted by viewer,
+    then time (the Twitch file does); only a log that is not gets sorted."""
+    same = viewer[1:] == viewer[:-1]
+    in_order = bool(np.all(viewer[1:] >= viewer[:-1])) and bool(np.all(~same | (start[1:] >= start[:-1])))
+    del same
+    order = None if in_order else np.lexsort((start, viewer))
+    ordered = viewer if order is None else viewer[order]
+    past_last = np.append(np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, len(ordered))  # one past each's last
+    first = np.concatenate([[0], past_last[:-1]])
+    picks = np.concatenate([(past_last - k)[past_last - k >= first] for k in range(1, n + 1)])
+    return picks if order is None else order[picks]
+
+
 def aggregate(
     sessions: Sessions | pd.DataFrame,
     time_format: str | None = None,
@@ -283,18 +297,19 @@ def aggregate(
     time_min = int(times.min()) if len(times) else 0
     time_max = int(times.max()) if len(times) else 0
     # Momentum: which pair each session belongs to, then each viewer's last RECENT_SESSIONS
-    # sessions (by start) and every session weighted by how long ago it ended.
-    entry = np.empty(len(key), dtype=np.int64)
-    entry[order] = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(key))))
-    start = frame[START].to_numpy()[keep]
-    # Logs usually come sorted by viewer, then time (the Twitch file does): then no sort is needed.
-    in_order = bool(np.all((np.diff(codes_u) > 0) | ((np.diff(codes_u) == 0) & (np.diff(start) >= 0))))
-    by_time = np.arange(len(codes_u)) if in_order else np.lexsort((start, codes_u))
-    viewer_end = np.searchsorted(codes_u[by_time], codes_u[by_time], side="right")  # past their last
-    last_few = by_time[viewer_end - np.arange(len(by_time)) <= RECENT_SESSIONS]
+    # sessions (by start) and every session weighted by how long ago it ended. At a million
+    # viewers these arrays are 30M long: int32 where it fits, the weights in blocks.
+    entry = np.empty(len(key), dtype=np.int32 if len(starts) < 2**31 else np.int64)
+    entry[order] = np.repeat(np.arange(len(starts), dtype=entry.dtype), np.diff(np.append(starts, len(key))))
+    del order, key
+    last_few = _last_sessions(codes_u, frame[START].to_numpy()[keep], RECENT_SESSIONS)
     recent = np.bincount(entry[last_few], minlength=len(starts)).astype(np.float32)
+    del last_few
     scale = DECAY_SCALE * max(time_max - time_min, 1)
-    decayed = np.bincount(entry, weights=np.exp(-(time_max - ends) / scale), minlength=len(starts))
+    decayed = np.zeros(len(starts))
+    for lo in range(0, len(entry), 1 << 22):
+        weights = np.exp(-(time_max - ends[lo : lo + (1 << 22)]) / scale)
+        decayed += np.bincount(entry[lo : lo + (1 << 22)], weights=weights, minlength=len(starts))
     return Interactions(
         users=users,
         streamers=streamers,

@@ -67,3 +67,23 @@ def test_id_map_is_string_keyed():
     assert ids.get("42") == 0
     assert ids.get(42) is None  # ids are strings: the URL's "42", not the int
     assert ids.rows([42, "abc", "zzz"]).tolist() == [0, 1, -1]
+
+
+def test_momentum_counts_last_sessions_and_decays_with_age():
+    from interactions import DECAY_SCALE, RECENT_SESSIONS
+    from sessions import COLUMNS
+
+    # viewer 3: 14 sessions, "x" in the first 5 and "y" in the last 9 (the last 10 hold one "x")
+    rows = [(3, i, "x" if i < 5 else "y", 2 * i, 2 * i) for i in range(14)] + [(1, 99, "x", 0, 0)]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    for shuffled in (frame, frame.sample(frac=1.0, random_state=4)):  # in viewer-time order or not
+        inter = aggregate(shuffled, INTEGER)
+        three, x, y = inter.users.get("3"), inter.streamers.get("x"), inter.streamers.get("y")
+        assert RECENT_SESSIONS == 10
+        assert inter.recent[three, x] == 1 and inter.recent[three, y] == 9
+        assert inter.recent[inter.users.get("1"), x] == 1
+        span = 26  # time_max 26 - time_min 0
+        ages = [26 - 2 * i for i in range(5, 14)]
+        expected = sum(np.exp(-a / (DECAY_SCALE * span)) for a in ages)
+        assert inter.decayed[three, y] == pytest.approx(expected, rel=1e-5)
+        assert inter.decayed[three, x] < 0.01 < inter.decayed[three, y]
