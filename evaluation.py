@@ -151,10 +151,9 @@ def evaluate_model(model: Recommender, test: pd.DataFrame) -> dict:
         },
         "coverage@10": {m: metrics.catalog_coverage(lists, model.n_streamers, K) for m, lists in lists_all.items()},
         **intervals(
-            per_user,
+            {"NDCG@10": per_user},
             "NDCG@10",
             [("served", "REP", "all", "NDCG@10"), ("served", "ALS", "new", "NDCG@10")],
-            {},
         ),
     }
 
@@ -167,20 +166,17 @@ def per_user_values(actual: list[set[int]], lists: dict[str, list[list[int]]], f
 
 
 def intervals(
-    per_user: dict[str, dict[str, np.ndarray]],
-    plotted: str,
-    pairs: list[tuple[str, str, str, str]],
-    extra: dict[str, dict[str, dict[str, np.ndarray]]],
+    per_user: dict[str, dict[str, dict[str, np.ndarray]]], plotted: str, pairs: list[tuple[str, str, str, str]]
 ) -> dict:
-    """Bootstrap 95% intervals over test users: of every method's `plotted` metric per target
-    kind (`per_user[target][method]`), and paired ones for each (a, b, target, metric) of
-    `pairs`, the metric's per-user values taken from `extra[metric]` or else `per_user`."""
+    """Bootstrap 95% intervals over test users, from per-user values `per_user[metric][target]
+    [method]`: of every method's `plotted` metric per target kind, and paired ones for each
+    (a, b, target, metric) of `pairs`."""
     by_method = {
-        target: {m: metrics.mean_interval(v) for m, v in values.items()} for target, values in per_user.items()
+        target: {m: metrics.mean_interval(v) for m, v in values.items()} for target, values in per_user[plotted].items()
     }
     paired = []
     for a, b, target, metric in pairs:
-        values = extra.get(metric, per_user)[target]
+        values = per_user[metric][target]
         if len(values[a]) == 0:
             continue
         paired.append(
@@ -335,12 +331,6 @@ LIVE_METRICS = {
 }
 
 
-def live_at(model: Recommender, frame: pd.DataFrame, steps: np.ndarray) -> dict[int, np.ndarray]:
-    """For each of `steps`, the sorted streamer rows (known to the model) with a session in
-    `frame` covering it: the streamers live at that step."""
-    return training.live_at(model.streamers, frame, steps)
-
-
 def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -> dict:
     """Each test user's first session after the split is the target; every method ranks only the
     streamers live at its start step (live: some session in `frame`, all the data, covers it)."""
@@ -350,7 +340,7 @@ def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -
     users = first["_row"].to_numpy()
     targets = model.streamers.rows(first[STREAMER])
     steps = first[START].to_numpy()
-    live = live_at(model, frame, steps)
+    live = training.live_at(model.streamers, frame, steps)
     pop_rank = np.empty(model.n_streamers, dtype=np.int64)
     pop_rank[model.popular_ranking] = np.arange(model.n_streamers)
     lists: dict[str, list[list[int]]] = {m: [] for m in METHODS}
@@ -388,14 +378,13 @@ def evaluate_live(model: Recommender, frame: pd.DataFrame, test: pd.DataFrame) -
             "median": float(np.median(sizes)) if sizes else 0.0,
         },
         **intervals(
-            ndcg,
+            {"NDCG@10": ndcg, "hit@1": hit1},
             "NDCG@10",
             [
                 ("served", "REP", "all", "NDCG@10"),
                 ("served", "REP", "repeat", "hit@1"),
                 ("served", "ALS", "new", "NDCG@10"),
             ],
-            {"hit@1": hit1},
         ),
     }
 

@@ -186,6 +186,14 @@ def live_at(streamers, frame: pd.DataFrame, steps: np.ndarray) -> dict[int, np.n
     return {int(t): grouped.get(t, np.empty(0, dtype=np.int64)) for t in steps}
 
 
+def watched_pairs(base: Recommender, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (position in `users`, streamer row) the users watched, user by user."""
+    lo, hi = base.count.indptr[users], base.count.indptr[users + 1]
+    at = np.repeat(np.arange(len(users)), hi - lo)
+    entries = np.arange(len(at)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo) + np.repeat(lo, hi - lo)
+    return at, base.count.indices[entries].astype(np.int64)
+
+
 def learn_live_ranker(
     base: Recommender,
     future: pd.DataFrame,
@@ -217,9 +225,7 @@ def learn_live_ranker(
         n = min(RANKER_LIVE_CANDIDATES, len(cands))
         top = cands[top_n_rows(base.als.user_factors[us] @ factors[cands].T, n)]
         sampled = cands[rng.integers(0, len(cands), (len(us), n))]
-        lo, hi = base.count.indptr[us], base.count.indptr[us + 1]
-        watched_u = np.repeat(np.arange(len(us)), hi - lo)
-        watched_i = base.count.indices[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])]
+        watched_u, watched_i = watched_pairs(base, us)
         at = np.minimum(np.searchsorted(cands, watched_i), len(cands) - 1)
         mine = cands[at] == watched_i  # watched and live now
         at = np.minimum(np.searchsorted(cands, targets), len(cands) - 1)
@@ -283,9 +289,8 @@ def learn_rankers(
     )
     cand_u = np.repeat(users, als_top.shape[1] + random_items.shape[1] + popular.shape[1])
     cand_i = np.concatenate([als_top, random_items, popular], axis=1).ravel()
-    lo, hi = base.count.indptr[users], base.count.indptr[users + 1]
-    watched_u = np.repeat(users, hi - lo)
-    watched_i = np.concatenate([base.count.indices[a:b] for a, b in zip(lo, hi, strict=True)])
+    watched_at, watched_i = watched_pairs(base, users)
+    watched_u = users[watched_at]
     key = np.sort(
         pd.unique(np.concatenate([cand_u * base.n_streamers + cand_i, watched_u * base.n_streamers + watched_i]))
     )

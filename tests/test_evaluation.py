@@ -11,9 +11,9 @@ import pytest
 
 import demo_data
 from conftest import run_cli
-from evaluation import evaluate_live, evaluate_model, live_at, rep_lists, targets_after, time_split
+from evaluation import evaluate_live, evaluate_model, rep_lists, targets_after, time_split
 from sessions import INTEGER, Sessions
-from training import TrainParams, fit_base
+from training import TrainParams, fit_base, live_at
 
 FRAME = pd.DataFrame(
     {
@@ -143,7 +143,7 @@ def test_paired_intervals_bracket_the_differences(realistic_report):
 
 def test_live_at_lists_streamers_whose_sessions_cover_the_step(tiny_model):
     # FRAME sessions cover single steps: bob 1, 3 and 5; alice 4 and 9; carol 2; dave 6
-    live = live_at(tiny_model, FRAME, np.array([3, 4, 6, 7]))
+    live = live_at(tiny_model.streamers, FRAME, np.array([3, 4, 6, 7]))
     names = {step: sorted(tiny_model.streamers.ids[rows]) for step, rows in live.items()}
     assert names == {3: ["bob"], 4: ["alice"], 6: ["dave"], 7: []}
 
