@@ -13,7 +13,7 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-eval.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-eval.txt requirements-spark.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 

@@ -3,13 +3,15 @@
     python als_fit.py                                  # demo sessions -> models/model.pkl
     python als_fit.py --data sessions.csv --model models/model.pkl
     python als_fit.py --data 100k_a.csv --factors 64 --iterations 15
+    python als_fit.py --engine spark --data sessions/ --spark-master 'local[*]'   # SCALE.md
 
 Defaults come from the environment or `.env` (DATA_PATH, MODEL_PATH), then from the built-ins
 (`training.TrainParams`); `--help` shows them all. With no data configured it trains on the
 built-in demo sessions (`demo_data.py`, written to DEMO_DATA_PATH the first time).
 
 This file is the command line only: reading is `sessions.py`, the pipeline `training.py`, the
-file `model_file.py`. A failed run leaves any previous model file untouched.
+file `model_file.py`; `--engine spark` trains on Spark instead (`spark_engine.py`) and writes the
+same file. A failed run leaves any previous model file untouched.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate", action="store_true", help="first print the offline evaluation (evaluation.py)")
     evaluation.add_evaluation_args(parser)
     parser.add_argument("--if-missing", action="store_true", help="do nothing if the model file already exists")
+    parser.add_argument(
+        "--engine",
+        choices=("implicit", "spark"),
+        default="implicit",
+        help="implicit: this machine; spark: reading, aggregation, ALS and lists on Spark (SCALE.md)",
+    )
+    parser.add_argument("--spark-master", default=settings.spark_master, help="Spark master URL for --engine spark")
     args = parser.parse_args(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.if_missing and Path(args.model).is_file():
@@ -54,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
 
     timer = Timer()
+    if args.engine == "spark":
+        return _train_on_spark(args, params, settings, timer)
     try:
         check_writable(args.model)
         path, source = demo_data.resolve(args.data, settings.demo_data_path)
@@ -84,6 +95,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    _summary(source, sessions, model, timer, args.model, size)
+    return 0
+
+
+def _train_on_spark(args, params, settings, timer: Timer) -> int:
+    """--engine spark: the same steps and the same file, on Spark (spark_engine.py)."""
+    import spark_engine
+
+    try:
+        check_writable(args.model)
+        if args.data:  # kept as given: hdfs://, s3a:// and directories are Spark's to read
+            path, source = args.data, str(args.data)
+        else:
+            path, source = demo_data.resolve(args.data, settings.demo_data_path)
+        local_file = spark_engine.local_file(path)
+        if args.evaluate:
+            if local_file is None:
+                raise DataError(f"{path}: --evaluate reads the log on this machine; give it one local CSV file")
+            out = evaluation.report_path(args.model, args.protocol)
+            sessions = read_sessions(local_file)
+            fit = spark_engine.trainer(args.spark_master)
+            evaluation.run(sessions, params, args.test_fraction, out, args.protocol, args.plot, fit=fit)
+            del sessions
+        model, sessions = spark_engine.train_file(path, params, args.spark_master, timer)
+        sha = file_sha256(local_file) if local_file is not None else None
+        model.metadata = model_metadata(model, sessions, params, source, sha, engine="spark")
+        with timer("save"):
+            size = save_model(model, args.model)
+    except (DataError, ModelError, spark_engine.EngineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _summary(source, sessions, model, timer, args.model, size)
+    return 0
+
+
+def _summary(source: str, sessions, model, timer: Timer, model_path: str, size: int) -> None:
     steps = ", ".join(f"{k} {v:.2f}s" for k, v in timer.steps.items())
     ranker = "learned on the validation period" if model.rankers["all"].learned else "prior weights"
     print(
@@ -91,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{model.n_users:,} users, {model.n_streamers:,} streamers, {model.count.nnz:,} interactions\n"
         f"ranker: {ranker}\n"
         f"time: {steps}; total {sum(timer.steps.values()):.2f}s\n"
-        f"model: {args.model} ({size / 1e6:.1f} MB)"
+        f"model: {model_path} ({size / 1e6:.1f} MB)"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -245,11 +246,13 @@ def run(
     out: Path | None,
     protocol: str = "time",
     plot: Path | None = None,
+    fit: Callable[[Sessions, TrainParams], Recommender] = train,
 ) -> dict:
-    """Train on the time before the split, evaluate after it, print and save the report."""
+    """Train on the time before the split (by `fit`: the default engine's `training.train`, or
+    another engine's), evaluate after it, print and save the report."""
     t0 = time.perf_counter()
     train_part, test, cut = time_split(sessions, test_fraction)
-    model = train(train_part, params)
+    model = fit(train_part, params)
     if protocol == "live":
         report = evaluate_live(model, sessions.frame, test)
     else:

@@ -60,10 +60,15 @@ class Sessions:
         return len(self.frame)
 
     def drop_summary(self) -> str:
-        if not self.dropped:
-            return "dropped 0 rows"
-        parts = "; ".join(f"{n:,} {reason}" for reason, n in self.dropped.items())
-        return f"dropped {sum(self.dropped.values()):,} rows: {parts}"
+        return drop_summary(self.dropped)
+
+
+def drop_summary(dropped: dict[str, int]) -> str:
+    """One line for the rows dropped, by reason."""
+    if not dropped:
+        return "dropped 0 rows"
+    parts = "; ".join(f"{n:,} {reason}" for reason, n in dropped.items())
+    return f"dropped {sum(dropped.values()):,} rows: {parts}"
 
 
 def _undecodable(path: Path, exc: UnicodeDecodeError) -> DataError:
@@ -87,7 +92,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     return opener(path, "rt", encoding="utf-8-sig", newline="")
 
 
-def _first_record(path: Path) -> tuple[list[str], int]:
+def first_record(path: Path) -> tuple[list[str], int]:
     """The first non-blank CSV record and how many lines it took to reach its end."""
     with _open_text(path) as text:
         try:
@@ -109,7 +114,7 @@ def _looks_like_time(cell: str) -> bool:
     return not pd.isna(pd.to_datetime(cell, format="ISO8601", errors="coerce", utc=True))
 
 
-def _detect_layout(path: Path, first: list[str]) -> tuple[str, dict[str, int]]:
+def detect_layout(path: Path, first: list[str]) -> tuple[str, dict[str, int]]:
     """(layout, position of each required column) from the first record."""
     names = [cell.strip().lower() for cell in first]
     found = [c for c in COLUMNS if c in names]
@@ -340,8 +345,8 @@ def read_sessions(path: str | Path) -> Sessions:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: expected CSV rows of {','.join(COLUMNS)}; found an empty file")
 
-    first, header_lines = _first_record(path)
-    layout, positions = _detect_layout(path, first)
+    first, header_lines = first_record(path)
+    layout, positions = detect_layout(path, first)
     skip = header_lines if layout == "header" else 0
     first_line = skip + 1  # file line of the first data row (exact when no quoted newlines)
     frame = _read_frame(path, layout, positions, skip)

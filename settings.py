@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     live_path: str = ""
     # Bearer token for the admin endpoints; empty turns them off.
     admin_token: str = ""
+    # Spark master for `als_fit.py --engine spark` (ignored under spark-submit, which sets its own).
+    spark_master: str = "local[*]"
     # Python logging level of the service and the trainer.
     log_level: str = "INFO"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -113,13 +114,17 @@ def warm_start(previous: Recommender, inter: Interactions, params: TrainParams) 
 
 
 def choose_catalog(inter: Interactions, params: TrainParams) -> np.ndarray:
-    """Streamer rows worth recommending to someone who never watched them: at least
-    `min_viewers` distinct viewers, the `catalog_size` most viewed. A streamer seen by one
-    viewer in weeks has no evidence behind it; the tail costs ranking time and gains little."""
-    viewers = np.bincount(inter.count.indices, minlength=len(inter.streamers))
+    """Streamer rows worth recommending to someone who never watched them: see catalog_of."""
+    return catalog_of(np.bincount(inter.count.indices, minlength=len(inter.streamers)), params)
+
+
+def catalog_of(viewers: np.ndarray, params: TrainParams) -> np.ndarray:
+    """Of streamers with `viewers` distinct viewers each, the rows with at least `min_viewers`,
+    the `catalog_size` most viewed, sorted. A streamer seen by one viewer in weeks has no
+    evidence behind it; the tail costs ranking time and gains little."""
     eligible = np.flatnonzero(viewers >= params.min_viewers)
     if len(eligible) == 0:  # a tiny log: anything goes
-        eligible = np.arange(len(inter.streamers))
+        eligible = np.arange(len(viewers))
     order = np.lexsort((eligible, -viewers[eligible]))
     return np.sort(eligible[order[: params.catalog_size]])
 
@@ -194,10 +199,13 @@ def watched_pairs(base: Recommender, users: np.ndarray) -> tuple[np.ndarray, np.
     return at, base.count.indices[entries].astype(np.int64)
 
 
+LiveAt = Callable[[np.ndarray], dict[int, np.ndarray]]  # steps -> sorted streamer rows live at each
+
+
 def learn_live_ranker(
     base: Recommender,
     future: pd.DataFrame,
-    live_source: pd.DataFrame,
+    live_at_steps: LiveAt,
     users: np.ndarray,
     best: np.ndarray,
     rng: np.random.Generator,
@@ -205,15 +213,15 @@ def learn_live_ranker(
     """The `live` ranker, behind live-only lists: what a viewer watches next among the streamers
     live at that moment. For each of `users` (sorted; `best` their best catalog ALS scores), the
     first session in `future` is the positive, and the candidates are the streamers live at its
-    start (a session in `live_source` covers it): their watched ones, their top ALS ones and a
-    random sample. None when there is nothing to learn from."""
+    start (`live_at_steps`): their watched ones, their top ALS ones and a random sample. None
+    when there is nothing to learn from."""
     rows = base.users.rows(future[UID])
     first = pd.DataFrame({"u": rows, "i": base.streamers.rows(future[STREAMER]), "t": future[START].to_numpy()})
     first = first[np.isin(first["u"].to_numpy(), users)].sort_values("t", kind="stable").drop_duplicates("u")
     first = first[first["i"] >= 0]
     if first.empty:
         return None
-    live = live_at(base.streamers, live_source, first["t"].to_numpy())
+    live = live_at_steps(first["t"].to_numpy())
     pair_u, pair_i, label = [], [], []
     factors = base.als.item_factors
     # The viewers whose next session starts at the same step share the candidates: one batch each.
@@ -255,10 +263,10 @@ def learn_rankers(
     future: pd.DataFrame,
     max_users: int = RANKER_MAX_USERS,
     seed: int = 0,
-    live_source: pd.DataFrame | None = None,
+    live: LiveAt | None = None,
 ) -> dict[str, RankerWeights]:
-    """Fit the `all` and `new` rankers, and with `live_source` (the sessions that may be live in
-    `future`) the `live` one (learn_live_ranker). For users of `base` active in `future`, the
+    """Fit the `all` and `new` rankers, and with `live` (which of base's streamers are live at
+    given steps of `future`) the `live` one (learn_live_ranker). For users of `base` active in `future`, the
     pairs are their watched streamers, their top ALS streamers, the most popular ones and a
     random sample of the catalog (the ranker scores the whole catalog when serving), labelled by
     whether the user watched them in `future`. Each user weighs the same; negatives are
@@ -314,10 +322,10 @@ def learn_rankers(
             rankers[name] = fit_logistic_split(x, y.astype(float), weight)
         else:
             rankers[name] = fit_logistic(x[mask], y[mask].astype(float), weight[mask])
-    if live_source is not None:
-        live = learn_live_ranker(base, future, live_source, users, best, rng)
-        if live is not None:
-            rankers["live"] = live
+    if live is not None:
+        live_ranker = learn_live_ranker(base, future, live, users, best, rng)
+        if live_ranker is not None:
+            rankers["live"] = live_ranker
     return rankers
 
 
@@ -348,7 +356,8 @@ def train(
             previous, _ = fit_base(past, fmt, before, timer.sub("validation"), show_progress)
         with timer("ranker"):
             live_source = frame[frame[END].to_numpy() >= cut]  # sessions that can be live after the cut
-            rankers = learn_rankers(previous, future, live_source=live_source)
+            streamers = previous.streamers
+            rankers = learn_rankers(previous, future, live=lambda steps: live_at(streamers, live_source, steps))
             del live_source
     else:
         log.warning("log too short to hold out a validation period; using prior ranker weights")
@@ -433,12 +442,17 @@ def params_from_args(args: argparse.Namespace) -> TrainParams:
     return params
 
 
-def model_metadata(model: Recommender, sessions: Sessions, params: TrainParams, source: str, sha256: str) -> dict:
-    """What a model file says about itself: when, from what, with which settings and libraries."""
+def model_metadata(
+    model: Recommender, sessions: Sessions, params: TrainParams, source: str, sha256: str, engine: str = "implicit"
+) -> dict:
+    """What a model file says about itself: when, from what, by which engine, with which settings
+    and libraries. `sessions`: anything with rows_read, rows_used, dropped and time_format."""
     from model_file import FORMAT_VERSION
 
+    libraries = ("implicit", "numpy", "scipy", "pandas", "pyarrow") + (("pyspark",) if engine == "spark" else ())
     return {
         "format_version": FORMAT_VERSION,
+        "engine": engine,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": source,
         "source_sha256": sha256,
@@ -451,5 +465,5 @@ def model_metadata(model: Recommender, sessions: Sessions, params: TrainParams, 
         "interactions": int(model.count.nnz),
         "ranker_learned": bool(model.rankers["all"].learned),
         "params": asdict(params),
-        "versions": {p: version(p) for p in ("implicit", "numpy", "scipy", "pandas", "pyarrow")},
+        "versions": {p: version(p) for p in libraries},
     }
