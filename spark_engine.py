@@ -90,6 +90,7 @@ def spark_session(master: str = DEFAULT_MASTER, app_name: str = "streamer-recomm
     except Exception as exc:  # a JVM that cannot start: Java missing, a bad master URL
         raise EngineError(f"Spark did not start ({master}): {str(exc).strip().splitlines()[0][:200]}") from None
     spark.sparkContext.setLogLevel("ERROR")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # a line per gateway connection otherwise
     if spark.sparkContext.master.startswith("local") and not spark.sparkContext.getCheckpointDir():
         # ALS checkpoints its factors every 10 sweeps (long lineages overflow the stack); on a
         # cluster, point spark.checkpoint.dir at shared storage.
@@ -191,6 +192,8 @@ def _csv_layout(path: str, files: list[Path] | None, spark) -> tuple[str, dict[s
 def read_log(spark, path: str | Path) -> SparkLog:
     """Read, validate and clean sessions on Spark (CSV, .csv.gz, a directory of part files, or
     Parquet), by the default engine's rules; raises DataError with its messages."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
     from pyspark.sql.utils import AnalysisException
@@ -227,6 +230,8 @@ def read_log(spark, path: str | Path) -> SparkLog:
                 + [T.StructField("_corrupt", T.StringType())]
             )
             targets = [str(f) for f in files] if files is not None else [path]
+            # Every field is tokenized, or a row with too many fields goes unnoticed.
+            spark.conf.set("spark.sql.csv.parser.columnPruning.enabled", "false")
             raw = spark.read.csv(
                 targets,
                 schema=schema,
@@ -239,7 +244,11 @@ def read_log(spark, path: str | Path) -> SparkLog:
             )
             raw = raw.select(
                 *[F.col(f"c{positions[c]}").alias(c) for c in (UID, STREAMER, START, END)],
-                F.when(F.col(f"c{width - 1}").isNotNull(), F.col("_corrupt")).alias("_corrupt"),
+                # Malformed: more fields than the first line (a short row is blank fields, as
+                # in the default engine), or a quote left open.
+                F.when(
+                    F.col(f"c{width - 1}").isNotNull() | (_quotes(F.col("_corrupt")) % 2 == 1), F.col("_corrupt")
+                ).alias("_corrupt"),
             )
         return _clean(spark, raw, path, layout)
     except AnalysisException as exc:
@@ -247,6 +256,18 @@ def read_log(spark, path: str | Path) -> SparkLog:
         if "PATH_NOT_FOUND" in message or "does not exist" in message:
             raise DataError(f"{path}: expected a sessions CSV file; found no such file or directory") from None
         raise DataError(f"{path}: expected sessions Spark can read; found {message}") from None
+    except (PySparkException, Py4JJavaError) as exc:  # a reading task failed on an executor
+        text = str(exc)
+        if "Unexpected end of input stream" in text or "EOFException" in text:
+            raise DataError(f"{path}: expected a complete gzip stream; found it cut short") from None
+        first = text.strip().splitlines()[0][:200]
+        raise DataError(f"{path}: expected sessions Spark can read; found {first}") from None
+
+
+def _quotes(column):
+    from pyspark.sql import functions as F
+
+    return F.length(column) - F.length(F.regexp_replace(column, '"', ""))
 
 
 def _clean(spark, raw, path: str, layout: str) -> SparkLog:
@@ -297,9 +318,10 @@ def _clean(spark, raw, path: str, layout: str) -> SparkLog:
     if rows == 0:
         raise DataError(f"{path}: expected at least one session row; found a header with no rows")
     if totals["corrupt"]:
+        example = str(totals["corrupt_example"])
+        what = "an unterminated quote" if example.count('"') % 2 else "more fields than the first line"
         raise DataError(
-            f"{path}: expected well-formed CSV; found {totals['corrupt']:,} row(s) with more fields than the "
-            f"first line (e.g. {str(totals['corrupt_example'])[:80]!r})"
+            f"{path}: expected well-formed CSV; found {totals['corrupt']:,} row(s) with {what} (e.g. {example[:80]!r})"
         )
     if totals["undecodable"]:
         raise DataError(f"{path}: expected UTF-8 text; found undecodable bytes in {totals['undecodable']:,} row(s)")
