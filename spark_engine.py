@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from implicit.cpu.als import AlternatingLeastSquares
 
 from interactions import DECAY_SCALE, RECENT_SESSIONS, STRENGTHS, IdMap
 from progress import Timer
 from ranking import RankerWeights
-from recommender import Recommender
+from recommender import LIST_LENGTH, Recommender
 from sessions import (
     _GZIP_MAGIC,
     _MAX_TIME,
@@ -60,7 +61,7 @@ INSTALL_HINT = (
     "(or use the default --engine implicit)"
 )
 DEFAULT_MASTER = "local[*]"
-COLLECT_USERS = 2_000_000  # viewers per slice the driver collects (bounds its transient memory)
+COLLECT_BYTES = 256 << 20  # the model's arrays come to the driver in slices of about this size
 _PARQUET_MAGIC = b"PAR1"
 
 
@@ -383,7 +384,6 @@ def log_from_sessions(spark, sessions: Sessions) -> SparkLog:
             END: frame[END].to_numpy(np.int64),
         }
     )
-    import pyarrow as pa
 
     sdf = spark.createDataFrame(pa.Table.from_pandas(pdf, preserve_index=False)).persist(StorageLevel.MEMORY_AND_DISK)
     return SparkLog(
@@ -452,22 +452,21 @@ class _Indexed:
     user_index: object  # DataFrame: uid, u
 
 
-def _index(spark, log: SparkLog) -> _Indexed:
+def _index(spark, slog: SparkLog) -> _Indexed:
     """Rows for every id: the distinct ids are collected once (the model file stores them), and
     joined back (streamers broadcast, users shuffled)."""
     from pyspark.sql import functions as F
 
     def ids(column: str, name: str) -> tuple[IdMap, object]:
-        table = _arrow(log.frame.select(column).distinct())
+        table = _arrow(slog.frame.select(column).distinct())
+        log.info("driver: %s distinct %s, %.1f MB", f"{table.num_rows:,}", column, table.nbytes / 1e6)
         names = table.column(0).to_numpy(zero_copy_only=False)
-        rows = pd.DataFrame({column: names, name: np.arange(len(names), dtype=np.int32)})
-        import pyarrow as pa
-
-        return IdMap.from_ids(names), spark.createDataFrame(pa.Table.from_pandas(rows, preserve_index=False))
+        rows = pa.table({column: table.column(0), name: np.arange(len(names), dtype=np.int32)})
+        return IdMap.from_ids(names), spark.createDataFrame(rows)
 
     users, user_index = ids(UID, "u")
     streamers, streamer_index = ids(STREAMER, "s")
-    sessions = log.frame.join(user_index, UID).join(F.broadcast(streamer_index), STREAMER)
+    sessions = slog.frame.join(user_index, UID).join(F.broadcast(streamer_index), STREAMER)
     return _Indexed(sessions.select("u", "s", START, END), users, streamers, user_index)
 
 
@@ -649,10 +648,18 @@ def _learn_rankers(spark, indexed: _Indexed, params: TrainParams, integer_times:
     users = np.sort(_arrow(sample).column(0).to_numpy())
     if len(users) == 0:
         return None
-    chosen = spark.createDataFrame(pd.DataFrame({"u": users.astype(np.int32)}))
-    mine = _arrow(base.pairs.join(F.broadcast(chosen), "u")).to_pandas()
+    chosen = spark.createDataFrame(pa.table({"u": users.astype(np.int32)}))
+    mine = _arrow(base.pairs.join(F.broadcast(chosen), "u"))
     vectors = _arrow(base.user_factors.join(F.broadcast(chosen), base.user_factors["id"] == chosen["u"]))
-    nxt = _arrow(future.join(F.broadcast(chosen), "u")).to_pandas()
+    nxt = _arrow(future.join(F.broadcast(chosen), "u"))
+    log.info(
+        "driver: ranker sample of %s viewers: %s pairs, %s next sessions, %.1f MB",
+        f"{len(users):,}",
+        f"{mine.num_rows:,}",
+        f"{nxt.num_rows:,}",
+        (mine.nbytes + nxt.nbytes + vectors.nbytes) / 1e6,
+    )
+    mine, nxt = mine.to_pandas(), nxt.to_pandas()
     row_of = np.searchsorted(users, mine["u"].to_numpy())
     history = _csr(
         len(users),
@@ -693,11 +700,18 @@ def _learn_rankers(spark, indexed: _Indexed, params: TrainParams, integer_times:
     def live(steps: np.ndarray) -> dict[int, np.ndarray]:
         """The streamers live at each step (a session covers it), found on Spark."""
         steps = np.unique(steps)
-        at = spark.createDataFrame(pd.DataFrame({"step": steps.astype(np.int64)}))
+        at = spark.createDataFrame(pa.table({"step": steps.astype(np.int64)}))
         covering = s.filter(F.col(END) >= cut).join(
             F.broadcast(at), (F.col(START) <= F.col("step")) & (F.col(END) >= F.col("step"))
         )
-        table = _arrow(covering.select("step", "s").distinct()).to_pandas()
+        table = _arrow(covering.select("step", "s").distinct())
+        log.info(
+            "driver: live sets at %s steps, %s (step, streamer) pairs, %.1f MB",
+            len(steps),
+            f"{table.num_rows:,}",
+            table.nbytes / 1e6,
+        )
+        table = table.to_pandas()
         table["s"] = local[table["s"].to_numpy()]
         table = table[table["s"] >= 0]
         grouped = table.groupby("step")["s"].agg(lambda x: np.sort(x.to_numpy()))
@@ -744,7 +758,6 @@ def _placeholder_ids(n: int) -> IdMap:
 
 def _rank_batch(batch, item_side: dict, params: TrainParams):
     """One Arrow batch of viewers (u, their sorted entries e, their factors) -> _RANKED rows."""
-    import pyarrow as pa
     import scipy.sparse as sp
 
     n = batch.num_rows
@@ -810,11 +823,16 @@ def _rank_batch(batch, item_side: dict, params: TrainParams):
     return pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
 
 
-def _collect(ranked, n_users: int, n_streamers: int, n_pairs: int, factors: int) -> dict:
-    """The executors' per-viewer rows as the model's arrays, a slice of viewers at a time (the
-    driver holds the arrays plus one slice)."""
+def _collect(ranked, n_users: int, n_pairs: int, factors: int) -> dict:
+    """The executors' per-viewer rows as the model's arrays. `ranked` is computed once and kept
+    on the executors; the driver takes it a slice of viewers at a time (about COLLECT_BYTES,
+    under spark.driver.maxResultSize), so it holds the arrays plus one slice."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    per_viewer = 4 * factors + 2 * 8 * LIST_LENGTH + 16 + 28 * n_pairs / max(n_users, 1)
+    step = max(1, int(COLLECT_BYTES // per_viewer))
+    ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
     out: dict[str, np.ndarray] = {
         "indptr": np.zeros(n_users + 1, dtype=np.int64),
         "indices": np.empty(n_pairs, dtype=np.int32),
@@ -826,18 +844,18 @@ def _collect(ranked, n_users: int, n_streamers: int, n_pairs: int, factors: int)
         "features": np.zeros((n_users, factors), dtype=np.float32),
         "best": np.zeros(n_users, dtype=np.float32),
     }
-    lists: dict[str, np.ndarray] = {}
-    at = 0
-    for lo in range(0, n_users, COLLECT_USERS):
-        hi = min(lo + COLLECT_USERS, n_users)
+    at, largest = 0, 0
+    for lo in range(0, n_users, step):
+        hi = min(lo + step, n_users)
         table = _arrow(ranked.filter((F.col("u") >= lo) & (F.col("u") < hi))).sort_by("u")
+        largest = max(largest, table.nbytes)
         u = table.column("u").to_numpy()
         if len(u) != hi - lo or (len(u) and (u[0] != lo or u[-1] != hi - 1)):
             raise RuntimeError(f"viewers {lo}..{hi}: {len(u)} ranked rows came back, not {hi - lo}")
         lengths = np.diff(table.column("s").combine_chunks().offsets.to_numpy())
         out["indptr"][lo + 1 : hi + 1] = at + np.cumsum(lengths)
         end = at + int(lengths.sum())
-        for name, key in (
+        for column, key in (
             ("s", "indices"),
             ("count", "count"),
             ("watch", "watch"),
@@ -845,36 +863,39 @@ def _collect(ranked, n_users: int, n_streamers: int, n_pairs: int, factors: int)
             ("history_bonus", "history_bonus"),
             ("live_bonus", "live_bonus"),
         ):
-            out[key][at:end] = table.column(name).combine_chunks().flatten().to_numpy()
+            out[key][at:end] = table.column(column).combine_chunks().flatten().to_numpy()
         at = end
-        out["features"][lo:hi] = (
-            table.column("features").combine_chunks().flatten().to_numpy().reshape(hi - lo, factors)
-        )
+        out["features"][lo:hi] = table.column("features").combine_chunks().flatten().to_numpy().reshape(-1, factors)
         out["best"][lo:hi] = table.column("best").to_numpy()
         for name in ("all_ids", "all_scores", "new_ids", "new_scores"):
             values = table.column(name).combine_chunks()
-            width = int(np.diff(values.offsets.to_numpy())[0]) if len(values) else 0
-            block = values.flatten().to_numpy().reshape(hi - lo, width)
-            if name not in lists:
-                lists[name] = np.empty((n_users, width), dtype=block.dtype)
-            lists[name][lo:hi] = block
+            block = values.flatten().to_numpy().reshape(hi - lo, -1)
+            if name not in out:
+                out[name] = np.empty((n_users, block.shape[1]), dtype=block.dtype)
+            out[name][lo:hi] = block
         del table
+    ranked.unpersist()
     if at != n_pairs:
         raise RuntimeError(f"{at} pairs came back from the executors, not {n_pairs}")
-    out.update(lists)
+    log.info(
+        "driver: model arrays %.1f MB, collected in %s slice(s) of at most %.1f MB",
+        sum(a.nbytes for a in out.values()) / 1e6,
+        -(-n_users // step),
+        largest / 1e6,
+    )
     return out
 
 
-def train_spark(spark, log: SparkLog, params: TrainParams, timer: Timer | None = None) -> Recommender:
+def train_spark(spark, slog: SparkLog, params: TrainParams, timer: Timer | None = None) -> Recommender:
     """The whole model on Spark, as `training.train` builds it on one machine: rankers learned on
     a validation period, ALS on all the data, every viewer's lists. MLlib cannot start from given
     factors, so the final ALS is a full fit rather than implicit's warm-started refresh."""
     import scipy.sparse as sp
 
     timer = timer or Timer()
-    integer_times = log.time_format == INTEGER
+    integer_times = slog.time_format == INTEGER
     with timer("index"):
-        indexed = _index(spark, log)
+        indexed = _index(spark, slog)
     n_users, n_streamers = len(indexed.users), len(indexed.streamers)
     rankers = _learn_rankers(spark, indexed, params, integer_times, timer)
     if rankers is None:
@@ -893,7 +914,7 @@ def train_spark(spark, log: SparkLog, params: TrainParams, timer: Timer | None =
     }
     with timer("lists"):
         ranked = _lists_on_executors(base.pairs, base.user_factors, item_side, params)
-        arrays = _collect(ranked, n_users, n_streamers, n_pairs, params.factors)
+        arrays = _collect(ranked, n_users, n_pairs, params.factors)
     base.pairs.unpersist()
     shape = (n_users, n_streamers)
 

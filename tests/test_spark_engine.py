@@ -10,6 +10,7 @@ import shutil
 import httpx2 as httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from test_bad_input import ERRORS, materialise
 
@@ -170,7 +171,7 @@ def test_hyperparameters_map_to_implicits_meaning(spark):
     params = TrainParams(alpha=10.0, regularization=0.1, strength="sessions")
     settings = spark_engine.mllib_als(params, pairs_per_user=20.0)
     assert settings["alpha"] == 1.0 and settings["regParam"] == pytest.approx(0.1 / 20)
-    counts = spark.createDataFrame(pd.DataFrame({"count": [1.0, 3.0], "watch": [5.0, 5.0]}))
+    counts = spark.createDataFrame(pa.table({"count": [1.0, 3.0], "watch": [5.0, 5.0]}))
     ratings = [r[0] for r in counts.select(spark_engine._rating(params)).collect()]
     # MLlib's confidence 1 + 1 * rating is implicit's alpha * strength: 10 and 30.
     assert [1 + r for r in ratings] == pytest.approx([10.0, 30.0])
