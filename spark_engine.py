@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,6 +77,9 @@ def spark_session(master: str = DEFAULT_MASTER, app_name: str = "streamer-recomm
         from pyspark.sql import SparkSession
     except ImportError:
         raise EngineError(INSTALL_HINT) from None
+    # pyspark warns about pandas 3 on every Arrow conversion; this engine moves data between the
+    # driver and Spark as Arrow only, never through pandas.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     builder = SparkSession.builder.appName(app_name).config("spark.sql.session.timeZone", "UTC")
     builder = builder.config("spark.ui.showConsoleProgress", "false")
     if not _submitted():

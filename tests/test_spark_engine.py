@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from test_bad_input import ERRORS, materialise
 
 import spark_engine
 from conftest import GROUP_A, GROUP_B, block_sessions, clean_env, run_cli, start_server, stop_server
 from interactions import aggregate
 from model_file import load_model
 from sessions import END, START, STREAMER, UID, DataError, read_sessions
+from test_bad_input import ERRORS, materialise
 from training import TrainParams
 
 MASTER = "local[2]"
