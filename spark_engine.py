@@ -19,8 +19,10 @@ flags give comparable models (see its docstring and SCALE.md).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -99,7 +101,9 @@ def spark_session(master: str = DEFAULT_MASTER, app_name: str = "streamer-recomm
     if spark.sparkContext.master.startswith("local") and not spark.sparkContext.getCheckpointDir():
         # ALS checkpoints its factors every 10 sweeps (long lineages overflow the stack); on a
         # cluster, point spark.checkpoint.dir at shared storage.
-        spark.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="spark-checkpoints-"))
+        checkpoints = tempfile.mkdtemp(prefix="spark-checkpoints-")
+        atexit.register(shutil.rmtree, checkpoints, ignore_errors=True)
+        spark.sparkContext.setCheckpointDir(checkpoints)
     return spark
 
 

@@ -5,7 +5,8 @@
 
 Each engine trains `als_fit.py --evaluate` in its own process (the evaluation's fit on the
 training period, then the model on the whole log), one after the other. Reported per engine:
-the wall time of the whole command, the final training's steps (its summary line), the peak
+the wall time of the whole command, the final training's steps (its summary line), what the
+Spark driver collected (its `driver:` log lines), the peak
 resident memory of the whole process tree (Spark: the Python driver, its JVM and the Python
 workers; sampled every 0.2 s) and the served NDCG@10 on all, repeat and new targets from the
 evaluation report. Spark runs in local mode on this machine's cores (`--spark-master`), with
@@ -44,7 +45,7 @@ def tree_rss_mb(pid: int) -> float:
 
 
 def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str, str]:
-    """(wall seconds, peak tree RSS in MB, stdout, stderr tail) of `python ARGS` from the root."""
+    """(wall seconds, peak tree RSS in MB, stdout, stderr) of `python ARGS` from the root."""
     t = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -62,7 +63,7 @@ def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str, st
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {err[-2000:]}")
-    return time.perf_counter() - t, peak[0], out, err[-2000:]
+    return time.perf_counter() - t, peak[0], out, err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             "model_mb": round(model.stat().st_size / 1e6, 1),
             "steps": {k: v for k, v in steps.items() if k != "total"},
             "validation_steps": validation,
+            # What the Spark driver collected, as it logged it (SCALE.md)
+            "driver": re.findall(r"driver: (.*)", err),
         }
         if not args.no_evaluate:
             report = json.loads(Path(str(model).removesuffix(".pkl") + ".evaluation.json").read_text())
