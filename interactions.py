@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from sessions import END, INTEGER, START, STREAMER, UID, Sessions
+from sessions import END, INTEGER, START, STREAMER, UID, Sessions, read_sessions
 
 # How a pair's sessions become one ALS interaction strength; `--strength` picks one.
 RECENT_SESSIONS = 10  # the viewer's latest sessions `recent` counts
@@ -321,3 +321,10 @@ def aggregate(
         recent=csr(recent),
         decayed=csr(decayed.astype(np.float32)),
     )
+
+
+def process_data(path) -> Interactions:
+    """A sessions file as the users x streamers matrices: `sessions.read_sessions` (validation,
+    drop rules) then `aggregate`. The founding description's name for this step; training runs
+    it inside `training.train`."""
+    return aggregate(read_sessions(path))

@@ -358,3 +358,12 @@ class Recommender:
             source, (rows, scores) = PERSONAL, self.recommend(row, k, exclude_watched)
         names = [self.streamers.name(r) for r in rows.tolist()]
         return source, list(zip(names, scores.astype(float).tolist(), strict=True))
+
+
+def personal_recommendations(
+    model: Recommender, user_id: str, k: int = 10, exclude_watched: bool = False
+) -> tuple[str, list[tuple[str, float]]]:
+    """(source, [(streamer_name, score), ...]) for one viewer, as `GET /recomendations/user/{id}`
+    ranks them: "personal" for a viewer the model knows, "popular" for one it does not. The
+    founding description's name for `Recommender.recommend_for`."""
+    return model.recommend_for(str(user_id), k, exclude_watched)

@@ -36,7 +36,7 @@ from ranking import (
     top_n_rows,
 )
 from recommender import Recommender
-from sessions import END, START, STREAMER, UID, Sessions
+from sessions import END, START, STREAMER, UID, Sessions, read_sessions
 
 log = logging.getLogger("training")
 
@@ -369,6 +369,14 @@ def train(
     with timer("lists"):
         model.build_lists(show_progress)
     return model
+
+
+def fit_model(data: Sessions | str | Path, params: TrainParams | None = None) -> Recommender:
+    """The whole model from a sessions file (or sessions already read), at `params` (default:
+    TrainParams()). The founding description's name for `python als_fit.py` without the file:
+    save it with `model_file.save_model`."""
+    sessions = data if isinstance(data, Sessions) else read_sessions(data)
+    return train(sessions, params or TrainParams())
 
 
 def file_sha256(path: str | Path) -> str:
