@@ -267,7 +267,39 @@ def generate(
         }
     )
     frame = frame.drop_duplicates()
-    return frame.sort_values([COLUMNS[0], COLUMNS[3]], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values([COLUMNS[0], COLUMNS[3]], kind="stable").reset_index(drop=True)
+    # What the catalog of these streamers says (streamer_catalog): their community, kept aside.
+    frame.attrs["community"] = (names, community)  # arrays: pandas copies attrs along with a frame
+    return frame
+
+
+# The demo catalog: each community streams in one category and one language, as audiences do;
+# English is most of it, as on Twitch.
+CATEGORIES = (
+    "Just Chatting", "League of Legends", "Fortnite", "Grand Theft Auto V", "Counter-Strike",
+    "Minecraft", "Valorant", "World of Warcraft", "Dota 2", "Music", "Chess", "Art",
+)  # fmt: skip
+LANGUAGES = ("en",) * 6 + ("de", "es", "fr", "pt", "ru", "ko")
+
+
+def streamer_catalog(frame: pd.DataFrame, seed: int = 42) -> pd.DataFrame:
+    """The streamer catalog (streamer_name, category, language) of a frame from `generate`: a
+    category and a language per community, drawn apart from the sessions' random stream."""
+    names, community = frame.attrs["community"]
+    rng = np.random.default_rng(seed + 1)
+    n = int(community.max()) + 1
+    category = np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), n)]
+    language = np.array(LANGUAGES)[rng.integers(0, len(LANGUAGES), n)]
+    seen = np.isin(names, frame[COLUMNS[2]].unique())
+    return pd.DataFrame(
+        {"streamer_name": names[seen], "category": category[community[seen]], "language": language[community[seen]]}
+    )
+
+
+def catalog_path(sessions: str | Path) -> Path:
+    """Where the demo catalog of demo sessions at `sessions` is written."""
+    sessions = Path(sessions)
+    return sessions.with_name(sessions.stem.replace("sessions", "streamers") + ".csv")
 
 
 # The same statistics of the real public 100k file, from its complete marginals
@@ -361,13 +393,17 @@ def write(frame: pd.DataFrame, out: Path, header: bool = True) -> None:
 
 def resolve(data: str | None, demo_path: str | Path) -> tuple[Path, str]:
     """(sessions path, label for the model's metadata): `data` when given, else the demo sessions
-    at `demo_path`, generated the first time."""
+    at `demo_path`, generated the first time with their streamer catalog beside them
+    (`catalog_path`), which the service reads for a model trained on them."""
     if data:
         return Path(data), str(data)
     path = Path(demo_path)
-    if not path.exists():
+    if not path.exists() or not catalog_path(path).exists():
         log.info("no data configured (DATA_PATH or --data): generating demo sessions at %s", path)
-        write(generate(), path)
+        frame = generate()
+        if not path.exists():
+            write(frame, path)
+        write(streamer_catalog(frame), catalog_path(path))
     return path, f"demo ({path})"
 
 
@@ -386,10 +422,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--no-header", action="store_true", help="write the headerless Twitch layout")
+    parser.add_argument(
+        "--catalog", action="store_true", help="also write the streamers' categories and languages beside it"
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     frame = generate(args.users, args.streamers_per_user, seed=args.seed)
     write(frame, args.out, header=not args.no_header)
+    if args.catalog:
+        write(streamer_catalog(frame, args.seed), catalog_path(args.out))
     print(f"wrote {len(frame):,} sessions of {args.users:,} users to {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0
 

@@ -8,7 +8,10 @@ streamers: a few thousand dot products per request. Everything per-set (their fa
 part of the popularity ranking) is gathered once when the set is published, not per request.
 A LiveSet belongs to one model; after a model reload it is rebuilt from its names.
 
-The published names are also kept in a small JSON file (`write_live`/`read_live`), so that every
+A live streamer may come with what the stream is now: its category, its language, its viewer
+count (`LiveStream`). For live streamers that wins over the streamer catalog (`catalog.py`).
+
+The published streams are also kept in a small JSON file (`write_live`/`read_live`), so that every
 worker process serves the same live set and a restarted worker starts with it.
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catalog import UNKNOWN, Codes
 from model_file import atomic_write
 from ranking import ranked_lists
 from recommender import Candidates, Recommender
@@ -29,25 +33,81 @@ LIVE_LIST_LENGTH = 20  # live-only lists ranked in advance per user; larger k ra
 
 
 @dataclass(frozen=True)
+class LiveStream:
+    """One live streamer as published: a name, and what is known of the stream now."""
+
+    name: str
+    category: str | None = None
+    language: str | None = None
+    viewers: int | None = None
+
+    def to_json(self) -> str | dict:
+        if self.category is None and self.language is None and self.viewers is None:
+            return self.name
+        return {
+            "streamer_name": self.name,
+            "category": self.category,
+            "language": self.language,
+            "viewers": self.viewers,
+        }
+
+    @classmethod
+    def from_json(cls, item: str | dict) -> LiveStream:
+        if isinstance(item, str):
+            return cls(item)
+        viewers = item.get("viewers")
+        return cls(
+            str(item["streamer_name"]),
+            item.get("category"),
+            item.get("language"),
+            None if viewers is None else int(viewers),
+        )
+
+
+@dataclass(frozen=True)
 class LiveSet:
     names: tuple[str, ...]  # as published, known to the model or not
     rows: np.ndarray  # sorted streamer rows of the live streamers the model knows
     candidates: Candidates  # the same rows, gathered for ranking
     mask: np.ndarray  # bool per streamer row
-    popular: np.ndarray  # live streamer rows, most popular first
+    popular: np.ndarray  # live streamer rows, most viewers now first if published, else most popular
     unknown: int  # distinct published names the model does not know
     since: datetime
     # Every user's top LIVE_LIST_LENGTH live streamers per ranker, as Recommender.lists.
     lists: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    streams: tuple[LiveStream, ...] = ()  # as published (the first of a repeated name), one per name
+    codes: Codes | None = None  # category and language per streamer row: the catalog's, the live ones' over it
+    viewers: np.ndarray | None = None  # per live row (aligned with rows): viewers now, -1 when not published
 
     @classmethod
-    def build(cls, model: Recommender, names: list[str], since: datetime | None = None, rank: bool = True) -> LiveSet:
-        """The live set of `names` for `model`; with `rank`, every user's live-only lists are
+    def build(
+        cls,
+        model: Recommender,
+        streams: list[str | LiveStream],
+        since: datetime | None = None,
+        rank: bool = True,
+        codes: Codes | None = None,
+    ) -> LiveSet:
+        """The live set of `streams` (names, or LiveStreams with what is known of the stream now)
+        for `model`, over the catalog's `codes`; with `rank`, every user's live-only lists are
         ranked now (about two seconds for 100k users and 1,000 live streamers) so that a
         live-only request is a lookup, like a default one."""
-        distinct = list(dict.fromkeys(names))
+        by_name: dict[str, LiveStream] = {}
+        for item in streams:
+            stream = item if isinstance(item, LiveStream) else LiveStream(item)
+            by_name.setdefault(stream.name, stream)
+        distinct = list(by_name)
         rows = model.streamers.rows(distinct)
         known = np.unique(rows[rows >= 0])
+        published = list(by_name.values())
+        codes = (codes or Codes.empty(model.n_streamers)).with_values(
+            rows, [s.category for s in published], [s.language for s in published]
+        )
+        viewers = np.full(len(known), -1, dtype=np.int64)
+        counted = np.array([s.viewers is not None and r >= 0 for s, r in zip(published, rows.tolist(), strict=True)])
+        if counted.any():
+            at = np.searchsorted(known, rows[counted])
+            viewers[at] = [s.viewers for s, c in zip(published, counted, strict=True) if c]
         mask = np.zeros(model.n_streamers, dtype=bool)
         mask[known] = True
         return cls(
@@ -55,11 +115,39 @@ class LiveSet:
             rows=known,
             candidates=model.candidates(known),
             mask=mask,
-            popular=model.popular_ranking[mask[model.popular_ranking]],
+            popular=_popular_now(model.popular_ranking[mask[model.popular_ranking]], known, viewers),
             unknown=int(np.count_nonzero(rows < 0)),
             since=since or datetime.now(UTC),
             lists=_live_lists(model, known) if rank and len(known) else None,
+            streams=tuple(published),
+            codes=codes,
+            viewers=viewers,
         )
+
+    @property
+    def ranked_by_viewers(self) -> bool:
+        """Whether `popular` is ordered by viewers now (some were published)."""
+        return self.viewers is not None and bool((self.viewers >= 0).any())
+
+    def viewers_of(self, rows: np.ndarray) -> np.ndarray:
+        """Viewers now of live rows (-1 where not published)."""
+        return self.viewers[np.searchsorted(self.rows, rows)]
+
+    def counts(self, kind: str) -> dict[str, int]:
+        """How many live streamers (known to the model) each category ("category") or language
+        ("language") has, most first; streamers with it unknown are not counted."""
+        if self.codes is None:
+            return {}
+        codes, values = (
+            (self.codes.category, self.codes.categories)
+            if kind == "category"
+            else (self.codes.language, self.codes.languages)
+        )
+        live = codes[self.rows]
+        live = live[live != UNKNOWN]
+        counts = np.bincount(live, minlength=len(values))
+        order = np.lexsort((np.arange(len(values)), -counts))
+        return {values[i]: int(counts[i]) for i in order if counts[i]}
 
     def recommend(self, model: Recommender, row: int, k: int, exclude_watched: bool) -> tuple[np.ndarray, np.ndarray]:
         """A known user's top-k live streamers: from the lists ranked in advance when k fits,
@@ -75,22 +163,31 @@ class LiveSet:
         return len(self.rows)
 
 
-def write_live(path: Path, names: list[str], since: datetime) -> int:
-    """Write the published names atomically (as the model file is written); returns the file's
+def _popular_now(by_popularity: np.ndarray, rows: np.ndarray, viewers: np.ndarray) -> np.ndarray:
+    """Live rows by viewers now, most first, when any were published ("popular now"); those with
+    none published, and ties, keep the order of recent popularity."""
+    if not (viewers >= 0).any():
+        return by_popularity
+    now = viewers[np.searchsorted(rows, by_popularity)]
+    return by_popularity[np.argsort(-now, kind="stable")]
+
+
+def write_live(path: Path, streams: list[LiveStream], since: datetime) -> int:
+    """Write the published streams atomically (as the model file is written); returns the file's
     mtime_ns (its version)."""
-    body = json.dumps({"since": since.isoformat(), "streamers": names}).encode()
+    body = json.dumps({"since": since.isoformat(), "streamers": [s.to_json() for s in streams]}).encode()
     atomic_write(path, lambda f: f.write(body))
     return path.stat().st_mtime_ns
 
 
-def read_live(path: Path) -> tuple[list[str], datetime, int] | None:
-    """(names, since, mtime_ns) from a file written by write_live; None if absent or unreadable."""
+def read_live(path: Path) -> tuple[list[LiveStream], datetime, int] | None:
+    """(streams, since, mtime_ns) from a file written by write_live; None if absent or unreadable."""
     try:
         version = path.stat().st_mtime_ns
         data = json.loads(path.read_text())
-        names = [str(n) for n in data["streamers"]]
-        return names, datetime.fromisoformat(data["since"]), version
-    except (OSError, ValueError, KeyError, TypeError):
+        streams = [LiveStream.from_json(item) for item in data["streamers"]]
+        return streams, datetime.fromisoformat(data["since"]), version
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -270,13 +270,19 @@ class Recommender:
         return self._rank(self.als.user_factors[row], best, candidates, k, exclude_watched, watched, bonus, ranker)
 
     def recommend_recent(
-        self, names: list[str], k: int = 10, exclude_watched: bool = False, candidates: Candidates | None = None
+        self,
+        names: list[str],
+        k: int = 10,
+        exclude_watched: bool = False,
+        candidates: Candidates | None = None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The served ranking for a viewer the model does not know, from the streamers they
         watched recently (`names`, most recent first or not: order is ignored; repeats count).
         Their ALS vector is solved against the trained streamer factors (implicit's
         recalculate_user); the recent streamers count as sessions just watched. Candidates: the
-        catalog plus the recent streamers, or `candidates` if given. None if no name is known."""
+        catalog plus the recent streamers, or `candidates` if given; of those, only the rows that
+        `allowed` (a bool per streamer row) lets through. None if no name is known."""
         rows = self.streamers.rows(names)
         items, counts = np.unique(rows[rows >= 0], return_counts=True)
         if len(items) == 0:
@@ -293,6 +299,8 @@ class Recommender:
                 candidates = self.candidates(np.sort(np.concatenate([self.catalog, outside])))
             else:
                 candidates = self.catalog_candidates
+        if allowed is not None:
+            candidates = self.candidates(candidates.rows[allowed[candidates.rows]])
         _, w = self.linear["all"]
         total = np.full(len(items), float(counts.sum()))
         # All just watched: every session is recent and undecayed.

@@ -29,17 +29,21 @@ import os
 import secrets
 import threading
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
-from live import LiveSet, read_live, write_live
+import demo_data
+from catalog import Catalog, CatalogError, Codes, catalog_codes, read_catalog
+from live import LiveSet, LiveStream, read_live, write_live
 from model_file import ModelError, load_model
-from recommender import PERSONAL, POPULAR, RECENT, Recommender
+from recommender import PERSONAL, POPULAR, RECENT, Candidates, Recommender
 from settings import Settings, get_settings, live_file
 
 log = logging.getLogger("service")
@@ -48,6 +52,7 @@ MAX_K = 100
 MAX_RECENT = 500  # recent streamer names used per request; more are ignored
 LIVE_CHECK_SECONDS = 1.0  # how often a worker looks for a live set another worker published
 NAME_CACHE = 100_000  # JSON-encoded streamer names kept per worker (about 10 MB); then started afresh
+FILTER_CACHE = 256  # category/language filters whose streamers are kept gathered, per live set
 
 
 class Recommendation(BaseModel):
@@ -69,14 +74,26 @@ class SimilarResponse(BaseModel):
     similar: list[Recommendation]
 
 
+class LiveStreamer(BaseModel):
+    streamer_name: str = Field(min_length=1)
+    category: str | None = Field(None, description="what the stream is in now (a game, Just Chatting, ...)")
+    language: str | None = Field(None, description="the stream's language now")
+    viewers: int | None = Field(None, ge=0, description="viewers watching now")
+
+
 class LiveUpdate(BaseModel):
-    streamers: list[str] = Field(description="names of the streamers live now", max_length=1_000_000)
+    streamers: list[str | LiveStreamer] = Field(
+        description="the streamers live now: names, or objects with what is known of the stream now",
+        max_length=1_000_000,
+    )
 
 
 class LiveStatus(BaseModel):
     live: int = Field(description="live streamers the model knows")
     unknown: int = Field(description="published names the model does not know (left out)")
     since: str | None = Field(description="when this live set was published")
+    categories: dict[str, int] = Field({}, description="live streamers per category, where it is known")
+    languages: dict[str, int] = Field({}, description="live streamers per language, where it is known")
 
 
 class Health(BaseModel):
@@ -104,26 +121,85 @@ class NoLiveSet(Exception):
     """live_only was asked for before any live set was published."""
 
 
+@dataclass(frozen=True)
+class Filtered:
+    """What one category/language filter lets through, gathered once per live set: a request
+    with it then costs what an unfiltered one does."""
+
+    mask: np.ndarray  # bool per streamer row
+    catalog: Candidates  # the catalog's streamers that pass
+    popular: np.ndarray  # the streamers that pass, most popular first
+    live: Candidates | None  # the live streamers that pass
+    live_popular: np.ndarray | None  # the same, most viewers now (or most popular) first
+
+
+def split_values(text: str | None) -> list[str]:
+    """`a, b,,c` -> ["a", "b", "c"]: a comma-separated query value."""
+    return [v.strip() for v in text.split(",") if v.strip()] if text else []
+
+
 class ServedModel:
     """The loaded model, the live set published for it, and what makes an answer cheap: every
     streamer name already JSON-encoded, so a response is a few string joins around a slice of
     the precomputed lists. Replaced whole, never changed: a request sees one consistent state."""
 
-    def __init__(self, model: Recommender, live: LiveSet | None = None, names_cache: dict[int, str] | None = None):
+    def __init__(
+        self,
+        model: Recommender,
+        live: LiveSet | None = None,
+        names_cache: dict[int, str] | None = None,
+        codes: Codes | None = None,
+    ):
         self.model = model
         self.live = live
+        # Category and language per streamer row: the catalog's (STREAMERS_PATH); a live set's
+        # are the catalog's with what was published for the live streamers over them.
+        self.catalog_codes = codes if codes is not None else Codes.empty(model.n_streamers)
+        self._filters: dict[tuple, Filtered] = {}
         # Stored in a model file; derived here only for a model trained in this process.
         self.names_json = model.names_json
         self._names: dict[int, str] = names_cache if names_cache is not None else {}
         model.history_bonus  # noqa: B018 - likewise: not inside the first live-only request
 
-    def with_live(self, names: list[str], since: datetime | None = None) -> ServedModel:
-        return ServedModel(self.model, LiveSet.build(self.model, names, since), self._names)
+    def with_live(self, streams: list[LiveStream], since: datetime | None = None) -> ServedModel:
+        live = LiveSet.build(self.model, streams, since, codes=self.catalog_codes)
+        return ServedModel(self.model, live, self._names, self.catalog_codes)
 
-    def for_model(self, model: Recommender) -> ServedModel:
-        """The same live streamers (by name) on another model."""
-        live = LiveSet.build(model, list(self.live.names), self.live.since) if self.live else None
-        return ServedModel(model, live)
+    def for_model(self, model: Recommender, catalog: Catalog | None) -> ServedModel:
+        """The same live streamers (by name, with their metadata) on another model and catalog."""
+        codes = catalog_codes(catalog, model.streamers)
+        live = LiveSet.build(model, list(self.live.streams), self.live.since, codes=codes) if self.live else None
+        return ServedModel(model, live, None, codes)
+
+    @property
+    def codes(self) -> Codes:
+        return self.live.codes if self.live is not None and self.live.codes is not None else self.catalog_codes
+
+    def filtered(self, categories: list[str], languages: list[str]) -> Filtered:
+        """The streamers a filter lets through: their category is one of `categories` (if any
+        are given) and their language one of `languages`, case-insensitively; a streamer with
+        it unknown never passes."""
+        key = (frozenset(c.lower() for c in categories), frozenset(v.lower() for v in languages))
+        found = self._filters.get(key)
+        if found is not None:
+            return found
+        model, live, codes = self.model, self.live, self.codes
+        mask = np.ones(model.n_streamers, dtype=bool)
+        if categories:
+            mask &= np.isin(codes.category, codes.wanted(categories, "category"))
+        if languages:
+            mask &= np.isin(codes.language, codes.wanted(languages, "language"))
+        found = Filtered(
+            mask=mask,
+            catalog=model.candidates(model.catalog[mask[model.catalog]]),
+            popular=model.popular_ranking[mask[model.popular_ranking]],
+            live=model.candidates(live.rows[mask[live.rows]]) if live is not None else None,
+            live_popular=live.popular[mask[live.popular]] if live is not None else None,
+        )
+        if len(self._filters) >= FILTER_CACHE:
+            self._filters.clear()
+        self._filters[key] = found
+        return found
 
     def name_json(self, row: int) -> str:
         """One streamer's name, JSON-encoded: from the file's blob once, then from a small cache
@@ -143,28 +219,103 @@ class ServedModel:
         )
 
     def answer(
-        self, user_id: str, k: int, exclude_watched: bool, live_only: bool = False, recent: list[str] | None = None
+        self,
+        user_id: str,
+        k: int,
+        exclude_watched: bool,
+        live_only: bool = False,
+        recent: list[str] | None = None,
+        categories: list[str] | None = None,
+        languages: list[str] | None = None,
     ) -> bytes:
-        """The JSON body of RecommendationResponse. Raises NoLiveSet for live_only without one."""
+        """The JSON body of RecommendationResponse. Raises NoLiveSet for live_only without one.
+        With `categories` or `languages`, every source ranks only the streamers that pass, and
+        the answer holds min(k, streamers that pass) of them."""
         model, live = self.model, self.live
         if live_only and live is None:
             raise NoLiveSet
+        only = self.filtered(categories or [], languages or []) if categories or languages else None
         row = model.users.get(user_id)
-        result = None
+        result, seen = None, None
         if row is not None:
             source = PERSONAL
-            if live_only:
+            if only is not None:
+                result = self._personal_filtered(row, k, exclude_watched, live_only, only)
+                seen = model.history(row)[0] if exclude_watched else None
+            elif live_only:
                 result = live.recommend(model, row, k, exclude_watched)
             else:
                 result = model.recommend(row, k, exclude_watched)
         elif recent:
             source = RECENT
-            result = model.recommend_recent(recent, k, exclude_watched, live.candidates if live_only else None)
+            candidates = live.candidates if live_only else None
+            result = model.recommend_recent(recent, k, exclude_watched, candidates, None if only is None else only.mask)
+            if result is not None and exclude_watched:
+                seen = model.streamers.rows(recent)
         if result is None:
             source = POPULAR
-            result = model.recommend_popular(k, live.popular if live_only else None)
+            result = self._popular(k, live_only, only)
+        elif only is not None and len(result[0]) < k:
+            result = self._top_up(result, k, live_only, only, seen)
         items = self.items_json(*result)
         return f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
+
+    def _personal_filtered(
+        self, row: int, k: int, exclude_watched: bool, live_only: bool, only: Filtered
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A known viewer's ranking among the streamers that pass: the stored list with the rest
+        left out when that still gives k, else the same ranking on request among them."""
+        model, live = self.model, self.live
+        lists = live.lists if live_only else model.lists
+        if lists is not None:
+            ids, scores = lists["new" if exclude_watched else "all"]
+            top = ids[row]
+            ok = top >= 0
+            ok[ok] = only.mask[top[ok]]
+            if np.count_nonzero(ok) >= k:
+                picked = np.flatnonzero(ok)[:k]
+                return top[picked], scores[row, picked]
+        if live_only:
+            return model.recommend_among(row, only.live, k, exclude_watched, live=True)
+        candidates = only.catalog
+        if not exclude_watched:  # the viewer's own streamers outside the catalog are ranked too
+            watched = model.history(row)[0]
+            extra = watched[only.mask[watched] & ~model.in_catalog[watched]]
+            if len(extra):
+                candidates = model.candidates(np.union1d(candidates.rows, extra))
+        return model.recommend_among(row, candidates, k, exclude_watched)
+
+    def _popular(self, k: int, live_only: bool, only: Filtered | None) -> tuple[np.ndarray, np.ndarray]:
+        """The popular list (of the live streamers with live_only: by viewers now when those
+        were published), of the streamers that pass `only` if given."""
+        if only is None:
+            ranking = self.live.popular if live_only else None
+        else:
+            ranking = only.live_popular if live_only else only.popular
+        rows, scores = self.model.recommend_popular(k, ranking)
+        return rows, self._popular_scores(rows, scores, live_only)
+
+    def _popular_scores(self, rows: np.ndarray, scores: np.ndarray, live_only: bool) -> np.ndarray:
+        if live_only and self.live.ranked_by_viewers:
+            return self.live.viewers_of(rows).astype(np.float32)
+        return scores
+
+    def _top_up(
+        self,
+        result: tuple[np.ndarray, np.ndarray],
+        k: int,
+        live_only: bool,
+        only: Filtered,
+        seen: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A filtered ranking shorter than k (few of the catalog pass) completed with the popular
+        streamers that pass, scored below it; never one already listed or, with `seen`, watched."""
+        rows, scores = result
+        ranking = only.live_popular if live_only else only.popular
+        skip = rows if seen is None else np.concatenate([rows, seen[seen >= 0]])
+        extra, _ = self.model.recommend_popular(k - len(rows), ranking, exclude=skip)
+        floor = float(scores[-1]) if len(scores) else 0.0
+        return np.concatenate([rows, extra]), np.concatenate([scores, floor - 1.0 - np.arange(len(extra))])
 
 
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN from the settings")
@@ -224,13 +375,40 @@ def _take_up_live(app: FastAPI) -> None:
         published = read_live(live_file(state.settings))
         if published is None:
             return
-        names, since, version = published
+        streams, since, version = published
         with state.reload_lock:
             if version != state.live_version:
-                state.served = state.served.with_live(names, since)
+                state.served = state.served.with_live(streams, since)
                 state.live_version = version
     finally:
         state.live_building = False
+
+
+CATEGORY_HELP = "only streamers in one of these categories, comma-separated, any case (see STREAMERS_PATH, PUT /live)"
+LANGUAGE_HELP = "only streamers in one of these languages, comma-separated, any case (e.g. a new viewer's locale)"
+
+
+def load_catalog(settings: Settings, model: Recommender) -> Catalog | None:
+    """The streamer catalog of STREAMERS_PATH; when none is set and `model` was trained on the
+    demo sessions, theirs; else None. Raises CatalogError."""
+    if settings.streamers_path:
+        return read_catalog(settings.streamers_path)
+    source = str(model.metadata.get("source", ""))
+    if source.startswith("demo (") and source.endswith(")"):
+        demo = demo_data.catalog_path(source[len("demo (") : -1])
+        if demo.is_file():
+            return read_catalog(demo)
+    return None
+
+
+def _live_status(live: LiveSet) -> LiveStatus:
+    return LiveStatus(
+        live=len(live),
+        unknown=live.unknown,
+        since=live.since.isoformat(timespec="seconds"),
+        categories=live.counts("category"),
+        languages=live.counts("language"),
+    )
 
 
 def create_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
@@ -242,7 +420,12 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         model = recommender if recommender is not None else load_model(settings.model_path)
         # Requests do small matrix-vector products; BLAS threads would only add wake-ups.
         blas = threadpool_limits(1, "blas")
-        app.state.served = ServedModel(model)
+        try:
+            catalog = load_catalog(settings, model)
+        except CatalogError as exc:  # serve without categories and languages rather than not at all
+            log.error("streamer catalog not loaded: %s", exc)
+            catalog = None
+        app.state.served = ServedModel(model, codes=catalog_codes(catalog, model.streamers))
         app.state.settings = settings
         app.state.reload_lock = threading.Lock()
         app.state.live_version, app.state.live_building = None, False
@@ -285,6 +468,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             str | None,
             Query(description="for a viewer the model does not know: streamers watched recently, comma-separated"),
         ] = None,
+        category: Annotated[str | None, Query(description=CATEGORY_HELP)] = None,
+        language: Annotated[str | None, Query(description=LANGUAGE_HELP)] = None,
     ) -> Response:
         """Streamers for one viewer, best first. Unknown viewers are ranked from `recent` when it
         names streamers the model knows, else get the popular list."""
@@ -293,7 +478,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         # 10% of the throughput.
         names = [n.strip() for n in recent.split(",")[:MAX_RECENT] if n.strip()] if recent else None
         try:
-            body = request.app.state.served.answer(user_id, k, exclude_watched, live_only, names)
+            body = request.app.state.served.answer(
+                user_id, k, exclude_watched, live_only, names, split_values(category), split_values(language)
+            )
         except NoLiveSet:
             raise HTTPException(409, "live_only=true needs a live set: none has been published (PUT /live)") from None
         return Response(body, media_type="application/json")
@@ -308,6 +495,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         streamer_name: Annotated[str, Path(min_length=1)],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="how many streamers")] = 10,
         live_only: Annotated[bool, Query(description="only streamers live now")] = False,
+        category: Annotated[str | None, Query(description=CATEGORY_HELP)] = None,
+        language: Annotated[str | None, Query(description=LANGUAGE_HELP)] = None,
     ) -> Response:
         """Streamers whose audiences overlap with this one's (ALS factor cosine), never itself."""
         served: ServedModel = request.app.state.served
@@ -316,7 +505,11 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             raise HTTPException(404, f"unknown streamer {streamer_name!r}: the model has never seen it")
         if live_only and served.live is None:
             raise HTTPException(409, "live_only=true needs a live set: none has been published (PUT /live)")
-        rows, scores = served.model.similar(row, k, served.live.rows if live_only else None)
+        candidates = served.live.rows if live_only else None
+        if category or language:
+            only = served.filtered(split_values(category), split_values(language))
+            candidates = only.live.rows if live_only else only.catalog.rows
+        rows, scores = served.model.similar(row, k, candidates)
         body = f'{{"streamer_name":{json.dumps(streamer_name)},"similar":[{served.items_json(rows, scores)}]}}'
         return Response(body.encode(), media_type="application/json")
 
@@ -326,7 +519,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         live: LiveSet | None = request.app.state.served.live
         if live is None:
             return LiveStatus(live=0, unknown=0, since=None)
-        return LiveStatus(live=len(live), unknown=live.unknown, since=live.since.isoformat(timespec="seconds"))
+        return _live_status(live)
 
     @app.put(
         "/live",
@@ -335,23 +528,28 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         responses={**ADMIN_RESPONSES, 503: {"model": ErrorDetail, "description": "LIVE_PATH is not writable"}},
     )
     def publish_live(request: Request, update: LiveUpdate) -> LiveStatus:
-        """Publish the set of streamers live now; names the model does not know are counted and
-        left out."""
+        """Publish the set of streamers live now, as names or with what is known of each stream
+        now (category, language, viewers); names the model does not know are counted and left
+        out."""
+        streams = [
+            LiveStream(s) if isinstance(s, str) else LiveStream(s.streamer_name, s.category, s.language, s.viewers)
+            for s in update.streamers
+        ]
         state = request.app.state
         with state.reload_lock:  # against a concurrent reload swapping the model underneath
-            served = state.served.with_live(update.streamers)
+            served = state.served.with_live(streams)
             live = served.live
             # Shared with the other workers through the file; this one swaps at once.
             path = live_file(settings)
             try:
-                state.live_version = write_live(path, list(live.names), live.since)
+                state.live_version = write_live(path, list(live.streams), live.since)
             except OSError as exc:
                 raise HTTPException(
                     503, f"cannot write the live set to {path} ({exc.strerror or exc}); nothing was published"
                 ) from None
             state.served = served
         log.info("live set: %d streamers (%d unknown names)", len(live), live.unknown)
-        return LiveStatus(live=len(live), unknown=live.unknown, since=live.since.isoformat(timespec="seconds"))
+        return _live_status(live)
 
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
@@ -379,8 +577,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             old: Recommender = state.served.model
             try:
                 new = load_model(settings.model_path)
-                served = state.served.for_model(new)
-            except ModelError as exc:
+                served = state.served.for_model(new, load_catalog(settings, new))
+            except (ModelError, CatalogError) as exc:
                 log.error(
                     "reload failed; still serving the model created at %s: %s", old.metadata.get("created_at"), exc
                 )

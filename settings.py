@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     model_path: Path = Path("models/model.pkl")
     # Where the demo sessions are written when data_path is empty.
     demo_data_path: Path = Path("data/demo_sessions.csv")
+    # Streamer catalog CSV (streamer_name, category, language) for the category and language
+    # filters; read at startup and on reload. Empty: only what live sets publish.
+    streamers_path: str = ""
     # Bind address and port of `python platform.py`.
     host: str = "127.0.0.1"
     port: int = 8000

@@ -34,7 +34,7 @@ def server(block_model_path, tmp_path_factory):
     r = client.get("/recomendations/user/1", params={"live_only": "true"})
     assert r.status_code == 409 and "PUT /live" in r.json()["detail"]
     assert client.get("/streamers/alpha0/similar", params={"live_only": "true"}).status_code == 409
-    assert client.get("/live").json() == {"live": 0, "unknown": 0, "since": None}
+    assert client.get("/live").json() == {"live": 0, "unknown": 0, "since": None, "categories": {}, "languages": {}}
     r = client.put("/live", json={"streamers": LIVE}, headers=AUTH)
     assert r.status_code == 200, r.text
     yield client, path
@@ -52,6 +52,28 @@ def test_publishing_needs_the_token_and_counts_unknown_names(server):
     assert client.put("/live", json={"streamers": ["alpha0"]}, headers={"Authorization": "Bearer x"}).status_code == 403
     status = client.get("/live").json()
     assert status["live"] == 4 and status["unknown"] == 1 and status["since"]
+
+
+def test_live_streamers_may_carry_category_language_and_viewers(server):
+    client, _ = server
+    mixed = [
+        "alpha0",
+        {"streamer_name": "alpha1", "category": "Chess", "language": "en", "viewers": 120},
+        {"streamer_name": "alpha2", "category": "chess", "language": None, "viewers": None},
+        {"streamer_name": "bravo0", "category": "Just Chatting", "language": "DE"},
+        {"streamer_name": "ghost-streamer", "category": "Chess", "language": "en"},  # unknown: not counted
+    ]
+    try:
+        status = client.put("/live", json={"streamers": mixed}, headers=AUTH).json()
+        assert status["live"] == 4 and status["unknown"] == 1
+        assert status["categories"] == {"Chess": 2, "Just Chatting": 1}  # matched case-insensitively
+        assert status["languages"] == {"en": 1, "DE": 1}
+        assert client.get("/live").json()["categories"] == status["categories"]
+        bad = client.put("/live", json={"streamers": [{"streamer_name": "alpha0", "viewers": -1}]}, headers=AUTH)
+        assert bad.status_code == 422
+        assert client.put("/live", json={"streamers": [{"category": "Chess"}]}, headers=AUTH).status_code == 422
+    finally:
+        assert client.put("/live", json={"streamers": LIVE}, headers=AUTH).status_code == 200
 
 
 def test_live_only_personal_ranks_only_live_streamers(server, model):
@@ -174,7 +196,8 @@ def test_every_worker_serves_the_published_live_set(block_model_path, tmp_path):
             raise AssertionError("only one worker answered")
 
         assert all(live == 0 for _, live, _ in from_both_workers())  # both up, nothing published
-        r = httpx.put(f"{base}/live", json={"streamers": ["bravo1", "bravo2"]}, headers=AUTH)
+        published = ["bravo1", {"streamer_name": "bravo2", "category": "Chess", "language": "en", "viewers": 40}]
+        r = httpx.put(f"{base}/live", json={"streamers": published}, headers=AUTH)
         assert r.status_code == 200
         time.sleep(1.5)  # workers look for a newer live set at most once a second
         answers = from_both_workers()
@@ -182,10 +205,11 @@ def test_every_worker_serves_the_published_live_set(block_model_path, tmp_path):
     finally:
         stop_server(proc)
     assert (tmp_path / "model.live.json").is_file()
-    # A restarted server starts with the published set.
+    # A restarted server starts with the published set, and what was published with it.
     proc, base = start_server(path, ADMIN_TOKEN=TOKEN)
     try:
-        assert httpx.get(f"{base}/live").json()["live"] == 2
+        status = httpx.get(f"{base}/live").json()
+        assert status["live"] == 2 and status["categories"] == {"Chess": 1} and status["languages"] == {"en": 1}
     finally:
         stop_server(proc)
 
