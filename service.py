@@ -43,6 +43,7 @@ import demo_data
 from catalog import Catalog, CatalogError, Codes, catalog_codes, read_catalog
 from live import LiveSet, LiveStream, read_live, write_live
 from model_file import ModelError, load_model
+from ranking import top_n
 from recommender import PERSONAL, POPULAR, RECENT, Candidates, Recommender
 from settings import Settings, get_settings, live_file
 
@@ -131,6 +132,7 @@ class Filtered:
     popular: np.ndarray  # the streamers that pass, most popular first
     live: Candidates | None  # the live streamers that pass
     live_popular: np.ndarray | None  # the same, most viewers now (or most popular) first
+    share: float  # of the catalog, the share that passes
 
 
 def split_values(text: str | None) -> list[str]:
@@ -195,6 +197,7 @@ class ServedModel:
             popular=model.popular_ranking[mask[model.popular_ranking]],
             live=model.candidates(live.rows[mask[live.rows]]) if live is not None else None,
             live_popular=live.popular[mask[live.popular]] if live is not None else None,
+            share=float(mask[model.catalog].mean()) if len(model.catalog) else 0.0,
         )
         if len(self._filters) >= FILTER_CACHE:
             self._filters.clear()
@@ -267,7 +270,9 @@ class ServedModel:
         left out when that still gives k, else the same ranking on request among them."""
         model, live = self.model, self.live
         lists = live.lists if live_only else model.lists
-        if lists is not None:
+        # The stored list (30 long; 20 live) holds k that pass only when many do: not tried for
+        # a narrow filter, where it would cost a lookup and find too few.
+        if lists is not None and only.share * lists["all"][0].shape[1] >= 2 * k:
             ids, scores = lists["new" if exclude_watched else "all"]
             top = ids[row]
             ok = top >= 0
@@ -277,13 +282,19 @@ class ServedModel:
                 return top[picked], scores[row, picked]
         if live_only:
             return model.recommend_among(row, only.live, k, exclude_watched, live=True)
-        candidates = only.catalog
-        if not exclude_watched:  # the viewer's own streamers outside the catalog are ranked too
-            watched = model.history(row)[0]
-            extra = watched[only.mask[watched] & ~model.in_catalog[watched]]
-            if len(extra):
-                candidates = model.candidates(np.union1d(candidates.rows, extra))
-        return model.recommend_among(row, candidates, k, exclude_watched)
+        top = model.recommend_among(row, only.catalog, k, exclude_watched)
+        if exclude_watched:
+            return top
+        # The viewer's own streamers outside the catalog that pass: ranked by the same scorer
+        # (as Recommender.rank_known does for the unfiltered list) and merged.
+        watched = model.history(row)[0]
+        extra = watched[only.mask[watched] & ~model.in_catalog[watched]]
+        if not len(extra):
+            return top
+        more = model.recommend_among(row, extra, k)
+        rows, scores = np.concatenate([top[0], more[0]]), np.concatenate([top[1], more[1]])
+        best = top_n(scores, k)
+        return rows[best], scores[best]
 
     def _popular(self, k: int, live_only: bool, only: Filtered | None) -> tuple[np.ndarray, np.ndarray]:
         """The popular list (of the live streamers with live_only: by viewers now when those

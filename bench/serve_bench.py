@@ -7,9 +7,13 @@ For 1 and 2 workers, alternating: `bench/constant_app.py` (a constant ten-item l
 route) and `python platform.py`, both with uvicorn at log level warning, each under
 `wrk -t2 -c16 --latency -s bench/random_users.lua` (90% known viewers, 10% unknown). With one
 worker the service is measured again with `live_only=true` after publishing 1,000 live
-streamers. Also the model's load time in a fresh process, the time from start to a ready
-/health, and resident memory per worker. Goals: at least 0.7x the constant endpoint's requests
-per second, p99 at most 25 ms, zero errors; load under 2 s; live-only as cheap as the default.
+streamers (with categories, languages and viewer counts), and with the category and language
+filters (a streamer catalog is written beside the model: each streamer a category and a
+language by a hash of its name, twelve of each as the demo's). Also the model's load time in a
+fresh process, the time from start to a ready /health, and resident memory per worker. Goals:
+at least 0.7x the constant endpoint's requests per second, p99 at most 25 ms, zero errors; load
+under 2 s; live-only as cheap as the default; a filtered request at most 1.5x the latency of an
+unfiltered one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py hands over the standard module
@@ -32,6 +37,13 @@ from bench.common import ROOT, children, private_mb, rss_mb, start_server, stop_
 
 TOKEN = "bench-admin-token"
 LIVE_STREAMERS = 1000
+# The filtered requests measured against the unfiltered ones (with one worker).
+FILTERS = {
+    "category": ("service", "?category=Chess"),
+    "language": ("service", "?language=de"),
+    "category_language": ("service", "?category=Chess,Art&language=en"),
+    "live_category": ("live_only", "?live_only=true&category=Chess"),
+}
 
 
 def wrk(base: str, seconds: float, query: str = "", users: int = 100_000) -> dict:
@@ -57,9 +69,31 @@ def wrk(base: str, seconds: float, query: str = "", users: int = 100_000) -> dic
     }
 
 
+def category_language(name: str) -> tuple[str, str]:
+    from demo_data import CATEGORIES, LANGUAGES
+
+    h = zlib.crc32(name.encode())
+    return CATEGORIES[h % len(CATEGORIES)], LANGUAGES[(h // len(CATEGORIES)) % len(LANGUAGES)]
+
+
+def write_catalog(model_path: Path) -> Path:
+    """A streamer catalog for the model's streamers (STREAMERS_PATH of the service runs)."""
+    from model_file import load_model
+
+    path = model_path.with_suffix(".streamers.csv")
+    if not path.exists():
+        rows = ["streamer_name,category,language"]
+        for name in load_model(model_path).streamers.ids:
+            category, language = category_language(name)
+            rows.append(f"{json.dumps(name) if ',' in name else name},{category},{language}")
+        path.write_text("\n".join(rows) + "\n")
+    return path
+
+
 def publish_live(base: str, model_path: Path) -> int:
     """PUT /live with LIVE_STREAMERS streamers drawn by popularity: the size of a live set on
-    Twitch (about 1,000 live streamers per 10-minute step)."""
+    Twitch (about 1,000 live streamers per 10-minute step), each with its catalog category and
+    language and a viewer count."""
     import numpy as np
 
     from model_file import load_model
@@ -68,7 +102,11 @@ def publish_live(base: str, model_path: Path) -> int:
     p = model.popularity[model.catalog] + 1.0
     rng = np.random.default_rng(0)
     names = model.streamers.ids[rng.choice(model.catalog, LIVE_STREAMERS, replace=False, p=p / p.sum())].tolist()
-    r = httpx.put(f"{base}/live", json={"streamers": names}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    streams = [
+        {"streamer_name": n, "category": c, "language": lang, "viewers": int(v)}
+        for n, (c, lang), v in zip(names, map(category_language, names), rng.integers(0, 5000, len(names)), strict=True)
+    ]
+    r = httpx.put(f"{base}/live", json={"streamers": streams}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
     r.raise_for_status()
     return r.json()["live"]
 
@@ -118,6 +156,7 @@ def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[i
         check=True,
     )
     load_s = float(load.stdout.strip())
+    catalog = write_catalog(model_path)
     results = {
         "model": str(model_path),
         "model_mb": round(model_path.stat().st_size / 1e6, 1),
@@ -137,7 +176,7 @@ def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[i
             ):
                 model_path.with_suffix(".live.json").unlink(missing_ok=True)  # start without a live set
                 t = time.perf_counter()
-                proc, base = start_server(cmd, env={**os.environ, "ADMIN_TOKEN": TOKEN})
+                proc, base = start_server(cmd, env={**os.environ, "ADMIN_TOKEN": TOKEN, "STREAMERS_PATH": str(catalog)})
                 ready_s = time.perf_counter() - t
                 try:
                     wrk(base, 2, users=users)  # warm-up
@@ -146,6 +185,8 @@ def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[i
                     if name == "service" and workers == 1:
                         live = publish_live(base, model_path)
                         runs["live_only"] = wrk(base, seconds, "?live_only=true", users) | {"live": live}
+                        for label, (_, query) in FILTERS.items():
+                            runs[label] = wrk(base, seconds, query, users) | {"live": live}
                 finally:
                     stop_server(proc)
                 for label, r in runs.items():
@@ -154,13 +195,19 @@ def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[i
         ratio = best["service"]["rps"] / best["constant"]["rps"]
         if "live_only" in best:
             best["live_only"]["vs_service"] = round(best["live_only"]["rps"] / best["service"]["rps"], 3)
+        for label, (baseline, _) in FILTERS.items():
+            if label in best:
+                r, b = best[label], best[baseline]
+                r["vs_service"] = round(r["rps"] / b["rps"], 3)
+                r["latency_x"] = {q: round(r[q] / b[q], 2) for q in ("p50_ms", "p99_ms")}
         results["runs"][workers] = best | {"ratio": round(ratio, 3)}
         for name, r in best.items():
             extra = (
                 f"ready in {r['ready_s']:.1f} s  per worker: RSS {r['rss_mb']} MB, private {r['private_mb']} MB"
                 + (f"; parent private {r['parent_private_mb']} MB" if "parent_private_mb" in r else "")
                 if "ready_s" in r
-                else f"{r['live']} live streamers, {r['vs_service']:.2f}x the default requests"
+                else f"{r['live']} live streamers, {r['vs_service']:.2f}x the unfiltered requests"
+                + (f", latency {r['latency_x']} of unfiltered (goal <= 1.5x)" if "latency_x" in r else "")
             )
             print(
                 f"workers {workers}  {name:<9} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:5.2f} ms  "
