@@ -152,6 +152,24 @@ def generate(
     seed: int = 42,
 ) -> pd.DataFrame:
     """Return a sessions frame with the five standard columns, sorted by uid and time."""
+    return _generate(n_users, streamers_per_user, n_communities, seed)[0]
+
+
+def generate_with_catalog(
+    n_users: int = 8000, streamers_per_user: float = CATALOG_PER_USER, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(sessions as `generate` gives them, their streamer catalog as `streamer_catalog` gives it)."""
+    frame, names, community = _generate(n_users, streamers_per_user, seed=seed)
+    return frame, streamer_catalog(frame, names, community, seed)
+
+
+def _generate(
+    n_users: int = 8000,
+    streamers_per_user: float = CATALOG_PER_USER,
+    n_communities: int = 60,
+    seed: int = 42,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(sessions, every streamer's name, every streamer's community)."""
     rng = np.random.default_rng(seed)
     n_streamers = max(50, int(n_users * streamers_per_user))
 
@@ -268,9 +286,7 @@ def generate(
     )
     frame = frame.drop_duplicates()
     frame = frame.sort_values([COLUMNS[0], COLUMNS[3]], kind="stable").reset_index(drop=True)
-    # What the catalog of these streamers says (streamer_catalog): their community, kept aside.
-    frame.attrs["community"] = (names, community)  # arrays: pandas copies attrs along with a frame
-    return frame
+    return frame, names, community
 
 
 # The demo catalog: each community streams in one category and one language, as audiences do;
@@ -282,10 +298,10 @@ CATEGORIES = (
 LANGUAGES = ("en",) * 6 + ("de", "es", "fr", "pt", "ru", "ko")
 
 
-def streamer_catalog(frame: pd.DataFrame, seed: int = 42) -> pd.DataFrame:
-    """The streamer catalog (streamer_name, category, language) of a frame from `generate`: a
-    category and a language per community, drawn apart from the sessions' random stream."""
-    names, community = frame.attrs["community"]
+def streamer_catalog(frame: pd.DataFrame, names: np.ndarray, community: np.ndarray, seed: int = 42) -> pd.DataFrame:
+    """The streamer catalog (streamer_name, category, language) of the streamers in `frame` (each
+    of `names` in its `community`): a category and a language per community, drawn apart from the
+    sessions' random stream."""
     rng = np.random.default_rng(seed + 1)
     n = int(community.max()) + 1
     category = np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), n)]
@@ -299,7 +315,10 @@ def streamer_catalog(frame: pd.DataFrame, seed: int = 42) -> pd.DataFrame:
 def catalog_path(sessions: str | Path) -> Path:
     """Where the demo catalog of demo sessions at `sessions` is written."""
     sessions = Path(sessions)
-    return sessions.with_name(sessions.stem.replace("sessions", "streamers") + ".csv")
+    stem = (
+        sessions.stem.replace("sessions", "streamers") if "sessions" in sessions.stem else f"{sessions.stem}_streamers"
+    )
+    return sessions.with_name(stem + ".csv")
 
 
 # The same statistics of the real public 100k file, from its complete marginals
@@ -400,10 +419,10 @@ def resolve(data: str | None, demo_path: str | Path) -> tuple[Path, str]:
     path = Path(demo_path)
     if not path.exists() or not catalog_path(path).exists():
         log.info("no data configured (DATA_PATH or --data): generating demo sessions at %s", path)
-        frame = generate()
+        frame, catalog = generate_with_catalog()
         if not path.exists():
             write(frame, path)
-        write(streamer_catalog(frame), catalog_path(path))
+        write(catalog, catalog_path(path))
     return path, f"demo ({path})"
 
 
@@ -427,10 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    frame = generate(args.users, args.streamers_per_user, seed=args.seed)
+    frame, catalog = generate_with_catalog(args.users, args.streamers_per_user, seed=args.seed)
     write(frame, args.out, header=not args.no_header)
     if args.catalog:
-        write(streamer_catalog(frame, args.seed), catalog_path(args.out))
+        write(catalog, catalog_path(args.out))
     print(f"wrote {len(frame):,} sessions of {args.users:,} users to {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0
 

@@ -74,18 +74,19 @@ def test_same_seed_same_log():
 
 
 def test_the_demo_catalog_names_every_streamer_and_follows_its_community(tmp_path):
-    frame = demo_data.generate(n_users=600, seed=3)
-    catalog = demo_data.streamer_catalog(frame, seed=3)
+    frame, names, community = demo_data._generate(n_users=600, seed=3)
+    catalog = demo_data.streamer_catalog(frame, names, community, seed=3)
     assert sorted(catalog["streamer_name"]) == sorted(frame["streamer_name"].unique())
     assert set(catalog["category"]) <= set(demo_data.CATEGORIES)
     assert set(catalog["language"]) <= set(demo_data.LANGUAGES)
-    names, community = frame.attrs["community"]
     same = dict(zip(names, community, strict=True))
     # A community is one category and one language.
     per_community = catalog.assign(c=catalog["streamer_name"].map(same)).groupby("c")[["category", "language"]]
     assert (per_community.nunique() == 1).all().all()
-    assert catalog.equals(demo_data.streamer_catalog(demo_data.generate(n_users=600, seed=3), seed=3))
+    again, again_catalog = demo_data.generate_with_catalog(n_users=600, seed=3)
+    assert catalog.equals(again_catalog) and frame.equals(again) and frame.equals(demo_data.generate(600, seed=3))
     path, _ = demo_data.resolve(None, tmp_path / "demo_sessions.csv")
     assert (
         demo_data.catalog_path(path) == tmp_path / "demo_streamers.csv" and (tmp_path / "demo_streamers.csv").is_file()
     )
+    assert demo_data.catalog_path(tmp_path / "demo.csv") == tmp_path / "demo_streamers.csv"
