@@ -586,6 +586,19 @@ class _Base:
     time_min: int
     time_max: int
 
+    def item_side(self, rankers: dict[str, RankerWeights]) -> dict:
+        """What every viewer's ranking shares, as plain arrays (shipped to the executors)."""
+        return {
+            "n_streamers": len(self.popularity),
+            "item_factors": self.als.item_factors,
+            "popularity": self.popularity,
+            "popular_ranking": self.popular_ranking,
+            "catalog": self.catalog,
+            "time_max": self.time_max,
+            "time_span": max(self.time_max - self.time_min, 1),
+            "rankers": rankers,
+        }
+
 
 def _fit_base(
     sessions, params: TrainParams, n_users: int, n_streamers: int, integer_times: bool, timer: Timer
@@ -606,17 +619,19 @@ def _fit_base(
     return _Base(pairs, als, user_factors, popularity, ranking, catalog, lo, hi)
 
 
-def _model(base: _Base, users: IdMap, streamers: IdMap, params: TrainParams, rankers, **history) -> Recommender:
+def _model(side: dict, als, users: IdMap, streamers: IdMap, params: TrainParams, **history) -> Recommender:
+    """A Recommender of `users` over an item side (`_Base.item_side`); the driver's models and
+    each executor batch's are built here."""
     return Recommender(
-        als=base.als,
+        als=als,
         users=users,
         streamers=streamers,
-        popularity=base.popularity,
-        popular_ranking=base.popular_ranking,
-        catalog=base.catalog,
-        time_max=base.time_max,
-        time_span=max(base.time_max - base.time_min, 1),
-        rankers=rankers,
+        popularity=side["popularity"],
+        popular_ranking=side["popular_ranking"],
+        catalog=side["catalog"],
+        time_max=side["time_max"],
+        time_span=side["time_span"],
+        rankers=side["rankers"],
         strength=params.strength,
         **history,
     )
@@ -695,7 +710,8 @@ def _learn_rankers(spark, indexed: _Indexed, params: TrainParams, integer_times:
     user_ids = indexed.users.ids[users]
     streamer_names = indexed.streamers.ids[known]
     priors = {"all": RankerWeights.prior(), "new": RankerWeights.prior(discovery=True)}
-    model = _model(base_local, IdMap.from_ids(user_ids), IdMap.from_ids(streamer_names), params, priors, **history)
+    side = base_local.item_side(priors)
+    model = _model(side, als, IdMap.from_ids(user_ids), IdMap.from_ids(streamer_names), params, **history)
     future_frame = pd.DataFrame(
         {
             UID: np.asarray(user_ids, dtype=object)[np.searchsorted(users, nxt["u"].to_numpy())],
@@ -790,19 +806,7 @@ def _rank_batch(batch, item_side: dict, params: TrainParams):
     factors = batch.column("features").flatten().to_numpy(zero_copy_only=False)
     als.user_factors = factors.astype(np.float32).reshape(n, params.factors)
     als.item_factors = item_side["item_factors"]
-    model = Recommender(
-        als=als,
-        users=_placeholder_ids(n),
-        streamers=_placeholder_ids(item_side["n_streamers"]),
-        popularity=item_side["popularity"],
-        popular_ranking=item_side["popular_ranking"],
-        catalog=item_side["catalog"],
-        time_max=item_side["time_max"],
-        time_span=item_side["time_span"],
-        rankers=item_side["rankers"],
-        strength=params.strength,
-        **history,
-    )
+    model = _model(item_side, als, _placeholder_ids(n), _placeholder_ids(item_side["n_streamers"]), params, **history)
     model.build_lists()
     entry_offsets = pa.array(indptr.astype(np.int32))
 
@@ -910,16 +914,7 @@ def train_spark(spark, slog: SparkLog, params: TrainParams, timer: Timer | None 
         rankers = {"all": RankerWeights.prior(), "new": RankerWeights.prior(discovery=True)}
     base = _fit_base(indexed.sessions, params, n_users, n_streamers, integer_times, timer)
     n_pairs = base.pairs.count()
-    item_side = {
-        "n_streamers": n_streamers,
-        "item_factors": base.als.item_factors,
-        "popularity": base.popularity,
-        "popular_ranking": base.popular_ranking,
-        "catalog": base.catalog,
-        "time_max": base.time_max,
-        "time_span": max(base.time_max - base.time_min, 1),
-        "rankers": rankers,
-    }
+    item_side = base.item_side(rankers)
     with timer("lists"):
         ranked = _lists_on_executors(base.pairs, base.user_factors, item_side, params)
         arrays = _collect(ranked, n_users, n_pairs, params.factors)
@@ -931,11 +926,11 @@ def train_spark(spark, slog: SparkLog, params: TrainParams, timer: Timer | None 
 
     base.als.user_factors = arrays["features"]
     model = _model(
-        base,
+        item_side,
+        base.als,
         indexed.users,
         indexed.streamers,
         params,
-        rankers,
         count=csr(arrays["count"]),
         watch_time=csr(arrays["watch"]),
         last_seen=csr(arrays["last"]),
