@@ -170,8 +170,19 @@ def top_n(scores: np.ndarray, n: int) -> np.ndarray:
     n = min(n, len(scores))
     if n <= 0:
         return np.empty(0, dtype=np.int64)
-    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
-    return part[np.lexsort((part, -scores[part]))]
+    if len(scores) <= 256:  # a sort of a few hundred is one vectorized call: cheaper than the rest
+        return np.argsort(-scores, kind="stable")[:n]
+    if n < len(scores):
+        # The n-th best value by a partition of the values (vectorized; an argpartition of a few
+        # hundred scores costs three times as much), then every score at least that good: ties
+        # at the boundary are all kept, and the lowest indices win below.
+        neg = -scores
+        part = np.flatnonzero(neg <= np.partition(neg, n - 1)[n - 1])
+        if len(part) < n:  # NaN scores compare false: rank them as argpartition would
+            part = np.argpartition(neg, n - 1)[:n]
+    else:
+        part = np.arange(len(scores))
+    return part[np.lexsort((part, -scores[part]))[:n]]
 
 
 def top_n_rows(scores: np.ndarray, n: int) -> np.ndarray:

@@ -201,18 +201,7 @@ class Recommender:
     def rank_known(self, row: int, k: int, exclude_watched: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """What the stored lists hold, ranked on request and as long as asked: the catalog, and
         for the default ranking also the viewer's own streamers outside it."""
-        top, top_s = self.recommend_among(row, self.catalog_candidates, k, exclude_watched)
-        watched, entries = self.history(row)
-        outside = ~self.in_catalog[watched]
-        if exclude_watched or not outside.any():
-            return top, top_s
-        # The same scorer on the viewer's streamers outside the catalog (all watched: bonus added).
-        items, bonus = watched[outside], self.history_bonus[entries][outside]
-        vector, best_als = self.als.user_factors[row], float(self.best_als[row])
-        extra, extra_s = self._rank(vector, best_als, self.candidates(items), k, False, items, bonus)
-        rows, scores = np.concatenate([top, extra]), np.concatenate([top_s, extra_s])
-        best = top_n(scores, k)
-        return rows[best], scores[best]
+        return self.recommend_among(row, self.catalog_candidates, k, exclude_watched, outside=True)
 
     def recommend_popular(
         self, k: int = 10, ranking: np.ndarray | None = None, exclude: np.ndarray | None = None
@@ -256,18 +245,55 @@ class Recommender:
         k: int = 10,
         exclude_watched: bool = False,
         live: bool = False,
+        outside: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The served ranking of a known user restricted to `candidates`: one dot product per
         candidate, the history terms precomputed. With `live` (the candidates are the streamers
-        live now), the live-only ranker orders them. Gives exactly min(k, candidates left)
-        streamers."""
+        live now), the live-only ranker orders them; with `outside`, the viewer's own streamers
+        that are not candidates are ranked too (not with exclude_watched). Gives exactly
+        min(k, streamers ranked)."""
         if not isinstance(candidates, Candidates):
             candidates = self.candidates(candidates)
         best = float(self.best_als[row]) if self.best_als is not None else 0.0
         watched, entries = self.history(row)
         bonus = (self.live_bonus if live else self.history_bonus)[entries]
         ranker = self.live_ranker if live and not exclude_watched else None
-        return self._rank(self.als.user_factors[row], best, candidates, k, exclude_watched, watched, bonus, ranker)
+        vector = self.als.user_factors[row]
+        return self._rank(vector, best, candidates, k, exclude_watched, watched, bonus, ranker, outside)
+
+    def recommend_passing(
+        self,
+        row: int,
+        candidates: Candidates,
+        passes: np.ndarray,
+        k: int = 10,
+        exclude_watched: bool = False,
+        live: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What rank_known ranks, of the streamers `passes` lets through (a bool per streamer
+        row); `candidates` must be the catalog's streamers that pass, gathered (a filter's). With
+        `live` (a bool per row: live now), the live streamers that pass instead, ranked as
+        recommend_among(live=True) ranks them. Only the viewer's own streamers that pass are
+        looked up: often none, for a narrow filter."""
+        name = "new" if exclude_watched else (self.live_ranker if live is not None else "all")
+        best = float(self.best_als[row]) if self.best_als is not None else 0.0
+        vector = self.als.user_factors[row]
+        rows = candidates.rows
+        _, scores = self._scores(name, vector, best, candidates.factors, candidates.pop[name])
+        watched, entries = self.history(row)
+        own = passes[watched]
+        mine = watched[own]
+        if len(mine):
+            among = (self.in_catalog if live is None else live)[mine]  # the candidates of them
+            scores[np.searchsorted(rows, mine[among])] = -np.inf  # left out, or ranked below as watched
+            if not exclude_watched:
+                bonus = (self.history_bonus if live is None else self.live_bonus)[entries][own]
+                if live is not None:  # a streamer not live now is no candidate
+                    mine, bonus = mine[among], bonus[among]
+                rows, scores = self._with_own(name, vector, best, rows, scores, mine, bonus)
+        top = top_n(scores, k)
+        top = top[np.isfinite(scores[top])]
+        return rows[top], scores[top]
 
     def recommend_recent(
         self,
@@ -318,31 +344,71 @@ class Recommender:
         watched: np.ndarray,
         bonus: np.ndarray,
         ranker: str | None = None,
+        outside: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of `candidates` for one user vector by the served ranker (`ranker`, default
-        `all`; `new` with exclude_watched). `watched` (sorted streamer rows) get their history
-        terms `bonus` (of that ranker) added, or are left out with exclude_watched."""
+        `all`; `new` with exclude_watched). `watched` (sorted streamer rows) are left out with
+        exclude_watched; else they are ranked with their history terms `bonus` (of that ranker):
+        those that are candidates, and with `outside` all the others too."""
         name = "new" if exclude_watched else (ranker or "all")
-        c, w = self.linear[name]
-        als = candidates.factors @ vector
-        scores = als * float(w[ALS] - w[GAP])
-        scores += float(c + w[GAP] * best)
-        scores += candidates.pop[name]
-        pos = np.searchsorted(candidates.rows, watched)
-        hit = pos < len(candidates.rows)
-        hit[hit] = candidates.rows[pos[hit]] == watched[hit]
-        if exclude_watched:
-            scores[pos[hit]] = -np.inf
-        else:
-            at = pos[hit]
-            scores[at] += bonus[hit]
-            shift = self.rankers[name].watched_shift
-            if shift is not None:
-                pop = self.pop_feature[candidates.rows[at]]
-                scores[at] += shift[ALS] * als[at] + shift[GAP] * (best - als[at]) + shift[POP] * pop
+        rows = candidates.rows
+        _, scores = self._scores(name, vector, best, candidates.factors, candidates.pop[name])
+        if len(watched):
+            pos = np.searchsorted(rows, watched)
+            hit = pos < len(rows)
+            hit[hit] = rows[pos[hit]] == watched[hit]
+            scores[pos[hit]] = -np.inf  # left out, or ranked below as watched
+            if not exclude_watched:
+                own = np.ones(len(watched), dtype=bool) if outside else hit
+                rows, scores = self._with_own(name, vector, best, rows, scores, watched[own], bonus[own])
         top = top_n(scores, k)
         top = top[np.isfinite(scores[top])]
-        return candidates.rows[top], scores[top]
+        return rows[top], scores[top]
+
+    def _with_own(
+        self,
+        name: str,
+        vector: np.ndarray,
+        best: float,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        mine: np.ndarray,
+        bonus: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`rows` and their `scores` with the viewer's own streamers `mine` (none of them among
+        `rows` with a finite score) added, scored by ranker `name` as watched: one small product."""
+        if not len(mine):
+            return rows, scores
+        pop = self.pop_feature[mine]
+        w_pop = self.linear[name][1][POP]
+        als, own = self._scores(name, vector, best, self.als.item_factors[mine], (w_pop * pop).astype(np.float32))
+        own += self._watched_terms(name, bonus, als, best, pop)
+        return np.concatenate([rows, mine]), np.concatenate([scores, own])
+
+    def _scores(
+        self, name: str, vector: np.ndarray, best: float, factors: np.ndarray, pop: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ALS scores of some streamers for one user vector, and ranker `name`'s score of them as
+        never watched (`pop`: its popularity term of each)."""
+        c, w = self.linear[name]
+        als = factors @ vector
+        scores = als * float(w[ALS] - w[GAP])
+        scores += float(c + w[GAP] * best)
+        scores += pop
+        return als, scores
+
+    def _watched_terms(self, name: str, bonus: np.ndarray, als: np.ndarray, best: float, pop: np.ndarray) -> np.ndarray:
+        """What watching adds to ranker `name`'s score: the history terms `bonus` and, for a
+        ranker split by watched, its shifted ALS, gap and popularity (`pop`: pop_feature) weights."""
+        shift = self.rankers[name].watched_shift
+        if shift is None:
+            return bonus
+        # shift . (als, best - als, pop), in Python floats: numpy scalars cost more per operation
+        terms = als * float(shift[ALS] - shift[GAP])
+        terms += float(shift[GAP] * best)
+        terms += pop * float(shift[POP])
+        terms += bonus
+        return terms
 
     def similar(self, row: int, k: int = 10, candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Streamers whose audiences overlap with streamer `row`'s: cosine similarity of ALS

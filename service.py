@@ -43,7 +43,6 @@ import demo_data
 from catalog import Catalog, CatalogError, Codes, catalog_codes, read_catalog
 from live import LiveSet, LiveStream, read_live, write_live
 from model_file import ModelError, load_model
-from ranking import top_n
 from recommender import PERSONAL, POPULAR, RECENT, Candidates, Recommender
 from settings import Settings, get_settings, live_file
 
@@ -181,9 +180,14 @@ class ServedModel:
         """The streamers a filter lets through: their category is one of `categories` (if any
         are given) and their language one of `languages`, case-insensitively; a streamer with
         it unknown never passes."""
+        asked = (tuple(categories), tuple(languages))  # as asked: most requests repeat a few
+        found = self._filters.get(asked)
+        if found is not None:
+            return found
         key = (frozenset(c.lower() for c in categories), frozenset(v.lower() for v in languages))
         found = self._filters.get(key)
         if found is not None:
+            self._filters[asked] = found
             return found
         model, live, codes = self.model, self.live, self.codes
         mask = np.ones(model.n_streamers, dtype=bool)
@@ -199,9 +203,9 @@ class ServedModel:
             live_popular=live.popular[mask[live.popular]] if live is not None else None,
             share=float(mask[model.catalog].mean()) if len(model.catalog) else 0.0,
         )
-        if len(self._filters) >= FILTER_CACHE:
+        if len(self._filters) >= 2 * FILTER_CACHE:  # each under its key and as asked
             self._filters.clear()
-        self._filters[key] = found
+        self._filters[key] = self._filters[asked] = found
         return found
 
     def name_json(self, row: int) -> str:
@@ -270,9 +274,10 @@ class ServedModel:
         left out when that still gives k, else the same ranking on request among them."""
         model, live = self.model, self.live
         lists = live.lists if live_only else model.lists
-        # The stored list (30 long; 20 live) holds k that pass only when many do: not tried for
-        # a narrow filter, where it would cost a lookup and find too few.
-        if lists is not None and only.share * lists["all"][0].shape[1] >= 2 * k:
+        # The stored list (30 long; 20 live) is tried when k of it are expected to pass (a third
+        # of the catalog or more): a wide filter such as a big language is then a slice. A
+        # narrower one is ranked on request among the streamers that pass.
+        if lists is not None and only.share * lists["all"][0].shape[1] >= k:
             ids, scores = lists["new" if exclude_watched else "all"]
             top = ids[row]
             ok = top >= 0
@@ -281,20 +286,8 @@ class ServedModel:
                 picked = np.flatnonzero(ok)[:k]
                 return top[picked], scores[row, picked]
         if live_only:
-            return model.recommend_among(row, only.live, k, exclude_watched, live=True)
-        top = model.recommend_among(row, only.catalog, k, exclude_watched)
-        if exclude_watched:
-            return top
-        # The viewer's own streamers outside the catalog that pass: ranked by the same scorer
-        # (as Recommender.rank_known does for the unfiltered list) and merged.
-        watched = model.history(row)[0]
-        extra = watched[only.mask[watched] & ~model.in_catalog[watched]]
-        if not len(extra):
-            return top
-        more = model.recommend_among(row, extra, k)
-        rows, scores = np.concatenate([top[0], more[0]]), np.concatenate([top[1], more[1]])
-        best = top_n(scores, k)
-        return rows[best], scores[best]
+            return model.recommend_passing(row, only.live, only.mask, k, exclude_watched, live=live.mask)
+        return model.recommend_passing(row, only.catalog, only.mask, k, exclude_watched)
 
     def _popular(self, k: int, live_only: bool, only: Filtered | None) -> tuple[np.ndarray, np.ndarray]:
         """The popular list (of the live streamers with live_only: by viewers now when those
@@ -323,6 +316,8 @@ class ServedModel:
         streamers that pass, scored below it; never one already listed or, with `seen`, watched."""
         rows, scores = result
         ranking = only.live_popular if live_only else only.popular
+        if not len(ranking):
+            return result
         skip = rows if seen is None else np.concatenate([rows, seen[seen >= 0]])
         extra, _ = self.model.recommend_popular(k - len(rows), ranking, exclude=skip)
         floor = float(scores[-1]) if len(scores) else 0.0

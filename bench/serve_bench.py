@@ -42,6 +42,7 @@ FILTERS = {
     "category": ("service", "?category=Chess"),
     "language": ("service", "?language=de"),
     "category_language": ("service", "?category=Chess,Art&language=en"),
+    "language_wide": ("service", "?language=en"),  # half the catalog: the stored list suffices
     "live_category": ("live_only", "?live_only=true&category=Chess"),
 }
 

@@ -87,6 +87,32 @@ def test_longer_than_the_stored_list_is_ranked_on_request_the_same_way(wide_mode
                 assert not set(longer.tolist()) & set(model.history(row)[0].tolist())
 
 
+def test_a_filtered_ranking_is_the_full_ranking_of_the_streamers_that_pass(wide_model):
+    from live import LiveSet, LiveStream
+
+    model = wide_model
+    rng = np.random.default_rng(4)
+    live = LiveSet.build(
+        model, [LiveStream(n) for n in model.streamers.ids[rng.choice(model.catalog, len(model.catalog) // 2)]]
+    )
+    outside = np.setdiff1d(np.arange(model.n_streamers), model.catalog)
+    assert any(np.isin(model.history(row)[0], outside).any() for row in range(model.n_users))
+    for share in (0.05, 0.3, 0.8):
+        passes = rng.random(model.n_streamers) < share
+        in_catalog = model.candidates(model.catalog[passes[model.catalog]])
+        live_now = model.candidates(live.rows[passes[live.rows]])
+        for row in range(0, model.n_users, 7):
+            for exclude in (False, True):
+                # The catalog and the viewer's own streamers, every one ranked, then filtered.
+                full, full_scores = model.rank_known(row, model.n_streamers, exclude)
+                got, got_scores = model.recommend_passing(row, in_catalog, passes, 10, exclude)
+                assert got.tolist() == full[passes[full]][:10].tolist()
+                np.testing.assert_allclose(got_scores, full_scores[passes[full]][:10], rtol=1e-5, atol=1e-5)
+                full, _ = model.recommend_among(row, live.candidates, model.n_streamers, exclude, live=True)
+                got, _ = model.recommend_passing(row, live_now, passes, 10, exclude, live=live.mask)
+                assert got.tolist() == full[passes[full]][:10].tolist()
+
+
 def test_split_ranker_scores_watched_and_new_pairs_as_fitted():
     from ranking import FEATURES, SPLIT, RankerWeights, fit_logistic, fit_logistic_split
 
