@@ -72,15 +72,26 @@ else:
             # Workers import the app by name and each load the model in their lifespan.
             del recommender
             import os
+            import shutil
+            import tempfile
 
             os.environ["MODEL_PATH"] = args.model
-            uvicorn.run(
-                "service:app",
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                log_level=settings.log_level.lower(),
-            )
+            # Prometheus counts of every worker, in files the answering worker adds up: a fresh
+            # directory per start unless one is given (monitoring.py).
+            own_dir = None
+            if settings.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                own_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="streamrec-metrics-")
+            try:
+                uvicorn.run(
+                    "service:app",
+                    host=args.host,
+                    port=args.port,
+                    workers=args.workers,
+                    log_level=settings.log_level.lower(),
+                )
+            finally:
+                if own_dir:
+                    shutil.rmtree(own_dir, ignore_errors=True)
         return 0
 
     if __name__ == "__main__":

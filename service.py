@@ -26,7 +26,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,14 +34,17 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
 import demo_data
 from catalog import Catalog, CatalogError, Codes, catalog_codes, read_catalog
+from guards import Guard, admin_refusal, refusal_headers
 from live import LiveSet, LiveStream, read_live, write_live
 from model_file import ModelError, load_model
+from monitoring import CONTENT_TYPE, Metrics, RequestMetrics, exposition
 from recommender import PERSONAL, POPULAR, RECENT, Candidates, Recommender
 from settings import Settings, get_settings, live_file
 
@@ -234,9 +236,9 @@ class ServedModel:
         recent: list[str] | None = None,
         categories: list[str] | None = None,
         languages: list[str] | None = None,
-    ) -> bytes:
-        """The JSON body of RecommendationResponse. Raises NoLiveSet for live_only without one.
-        With `categories` or `languages`, every source ranks only the streamers that pass, and
+    ) -> tuple[str, bytes]:
+        """(source, the JSON body of RecommendationResponse). Raises NoLiveSet for live_only
+        without a live set. With `categories` or `languages`, every source ranks only the streamers that pass, and
         the answer holds min(k, streamers that pass) of them."""
         model, live = self.model, self.live
         if live_only and live is None:
@@ -265,7 +267,7 @@ class ServedModel:
         elif only is not None and len(result[0]) < k:
             result = self._top_up(result, k, live_only, only, seen)
         items = self.items_json(*result)
-        return f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
+        return source, f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
 
     def _personal_filtered(
         self, row: int, k: int, exclude_watched: bool, live_only: bool, only: Filtered
@@ -328,17 +330,13 @@ _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN from the setting
 
 
 def require_admin(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    token: str = request.app.state.settings.admin_token
-    if not token:
-        raise HTTPException(404, "admin endpoints are off: set ADMIN_TOKEN to enable them")
-    if credentials is None:
-        raise HTTPException(
-            401, "expected 'Authorization: Bearer <admin token>'", headers={"WWW-Authenticate": "Bearer"}
-        )
-    if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
-        raise HTTPException(403, "wrong admin token")
+    """The admin token, checked again here (Guard checks it before any body is read); the
+    HTTPBearer dependency only documents the scheme in the OpenAPI schema."""
+    refusal = admin_refusal(request.app.state.settings.admin_token, request.headers.get("authorization"))
+    if refusal is not None:
+        raise HTTPException(refusal[0], refusal[1], headers=refusal_headers(refusal[0]) or None)
 
 
 ADMIN_RESPONSES = {
@@ -365,14 +363,81 @@ def sync_live(app: FastAPI, force: bool = False) -> None:
             threading.Thread(target=_take_up_live, args=(app,), daemon=True).start()
 
 
-async def watch_live(app: FastAPI) -> None:
-    """Every LIVE_CHECK_SECONDS: one stat of the live file, on the event loop."""
+def file_version(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """What tells a replaced file apart: inode, modification time and size (None: no file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def sync_model(app: FastAPI) -> None:
+    """Take up a model file that replaced the one this worker serves (a retrain, an update, or
+    POST /admin/reload on another worker): load it in a background thread and swap it in. A file
+    that does not load is logged once and skipped until it changes again."""
+    state = app.state
+    version = file_version(state.settings.model_path)
+    if version is None or version in (state.model_version, state.model_failed) or state.model_loading:
+        return
+    state.model_loading = True
+    threading.Thread(target=_take_up_model, args=(app, version), daemon=True).start()
+
+
+def _take_up_model(app: FastAPI, version: tuple[int, int, int]) -> None:
+    state = app.state
+    try:
+        with state.reload_lock:
+            if version != state.model_version:
+                reload_served(app)
+                state.model_version = version
+    except (ModelError, CatalogError) as exc:
+        state.model_failed = version
+        log.error(
+            "model file replaced but not loaded; still serving the model created at %s: %s",
+            state.served.model.metadata.get("created_at"),
+            exc,
+        )
+    finally:
+        state.model_loading = False
+
+
+def reload_served(app: FastAPI) -> tuple[Recommender, Recommender]:
+    """Load the model file and catalog again and swap them in, with the live set carried over:
+    (old model, new model). Call with the reload lock held. Raises ModelError, CatalogError and
+    leaves the served model as it was."""
+    state = app.state
+    settings: Settings = state.settings
+    old: Recommender = state.served.model
+    try:
+        new = load_model(settings.model_path)
+        served = state.served.for_model(new, load_catalog(settings, new))
+    except (ModelError, CatalogError):
+        state.metrics.reloaded(ok=False)
+        raise
+    state.served = served  # one assignment: a request sees the old model or the new
+    state.metrics.reloaded(ok=True)
+    state.metrics.model(new)
+    log.info(
+        "serving %s: created %s, %d users, %d streamers",
+        settings.model_path,
+        new.metadata.get("created_at"),
+        new.n_users,
+        new.n_streamers,
+    )
+    return old, new
+
+
+async def watch_files(app: FastAPI) -> None:
+    """Every LIVE_CHECK_SECONDS: one stat of the live file and one of the model file, on the
+    event loop; what changed is taken up in a background thread."""
     while True:
         await asyncio.sleep(LIVE_CHECK_SECONDS)
         try:
             sync_live(app)
+            sync_model(app)
         except Exception:  # noqa: BLE001 - the watcher must outlive a bad file
-            log.exception("could not take up the published live set")
+            log.exception("could not take up a published live set or model file")
 
 
 def _take_up_live(app: FastAPI) -> None:
@@ -386,6 +451,7 @@ def _take_up_live(app: FastAPI) -> None:
             if version != state.live_version:
                 state.served = state.served.with_live(streams, since)
                 state.live_version = version
+                state.metrics.live(state.served.live)
     finally:
         state.live_building = False
 
@@ -433,10 +499,14 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
             catalog = None
         app.state.served = ServedModel(model, codes=catalog_codes(catalog, model.streamers))
         app.state.settings = settings
+        app.state.metrics = metrics
+        metrics.model(model)
         app.state.reload_lock = threading.Lock()
         app.state.live_version, app.state.live_building = None, False
+        app.state.model_version, app.state.model_failed = file_version(settings.model_path), None
+        app.state.model_loading = False
         sync_live(app, force=True)
-        watcher = asyncio.create_task(watch_live(app))
+        watcher = asyncio.create_task(watch_files(app))
         log.info(
             "model loaded: %d users, %d streamers, created %s",
             model.n_users,
@@ -446,6 +516,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         yield
         watcher.cancel()
         app.state.served = None
+        metrics.worker_exit()
         blas.restore_original_limits()
 
     app = FastAPI(
@@ -455,6 +526,12 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         lifespan=lifespan,
     )
 
+    # Admin token and body size, before FastAPI reads a body (it parses one before dependencies).
+    admin = {("PUT", "/live"), ("POST", "/admin/reload")}
+    app.add_middleware(Guard, admin=admin, token=lambda: settings.admin_token, limit=lambda: settings.max_body_bytes)
+    # Outermost, so that what Guard refuses is counted too.
+    metrics = Metrics(settings.metrics)
+    app.add_middleware(RequestMetrics, metrics=metrics, known=frozenset(path for _, path in admin))
     no_live = {409: {"model": ErrorDetail, "description": "live_only before any PUT /live"}}
 
     @app.get("/recomendations/user/{user_id:path}", response_model=RecommendationResponse, responses=no_live)
@@ -484,11 +561,12 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         # 10% of the throughput.
         names = [n.strip() for n in recent.split(",")[:MAX_RECENT] if n.strip()] if recent else None
         try:
-            body = request.app.state.served.answer(
+            source, body = request.app.state.served.answer(
                 user_id, k, exclude_watched, live_only, names, split_values(category), split_values(language)
             )
         except NoLiveSet:
             raise HTTPException(409, "live_only=true needs a live set: none has been published (PUT /live)") from None
+        request.scope["source"] = source  # for RequestMetrics
         return Response(body, media_type="application/json")
 
     @app.get(
@@ -554,8 +632,20 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
                     503, f"cannot write the live set to {path} ({exc.strerror or exc}); nothing was published"
                 ) from None
             state.served = served
+        state.metrics.live(live)
         log.info("live set: %d streamers (%d unknown names)", len(live), live.unknown)
         return _live_status(live)
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={404: {"model": ErrorDetail, "description": "metrics are off (METRICS=false)"}},
+    )
+    def prometheus_metrics() -> PlainTextResponse:
+        """Counts and timings of every worker in the Prometheus text format (see monitoring.py)."""
+        if not metrics.enabled:
+            raise HTTPException(404, "metrics are off: set METRICS=true to enable them")
+        return PlainTextResponse(exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
@@ -577,22 +667,23 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         responses={**ADMIN_RESPONSES, 409: {"model": ErrorDetail, "description": "the file did not load"}},
     )
     def reload_model(request: Request) -> Reloaded:
-        """Load the model file again and swap it in; on failure the old model keeps serving."""
+        """Load the model file again and swap it in, here and then in every other worker; on
+        failure the old model keeps serving."""
         state = request.app.state
         with state.reload_lock:  # one reload at a time; requests are never blocked by it
-            old: Recommender = state.served.model
             try:
-                new = load_model(settings.model_path)
-                served = state.served.for_model(new, load_catalog(settings, new))
+                old, new = reload_served(request.app)
             except (ModelError, CatalogError) as exc:
-                log.error(
-                    "reload failed; still serving the model created at %s: %s", old.metadata.get("created_at"), exc
-                )
-                raise HTTPException(
-                    409, f"reload failed; still serving the model created at {old.metadata.get('created_at')}: {exc}"
-                ) from None
-            state.served = served  # one assignment: a request sees the old model or the new
-        log.info("reloaded %s: %d users, %d streamers", settings.model_path, new.n_users, new.n_streamers)
+                created = state.served.model.metadata.get("created_at")
+                why = f"reload failed; still serving the model created at {created}"
+                log.error("%s: %s", why, exc)
+                raise HTTPException(409, f"{why}: {exc}") from None
+            # The other workers take up a file whose modification time changed: touch it.
+            try:
+                os.utime(settings.model_path)
+            except OSError as exc:
+                log.warning("reloaded this worker only: cannot touch %s (%s)", settings.model_path, exc)
+            state.model_version, state.model_failed = file_version(settings.model_path), None
         return Reloaded(
             status="reloaded",
             created_at=new.metadata.get("created_at"),

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     live_path: str = ""
     # Bearer token for the admin endpoints; empty turns them off.
     admin_token: str = ""
+    # Largest request body read, in bytes; larger ones get a 413 unread. A live set of 100,000
+    # streamers with long names, categories and viewer counts is about 14 MB of JSON.
+    max_body_bytes: int = 32 * 1024 * 1024
+    # GET /metrics (Prometheus) and the per-request counts behind it.
+    metrics: bool = True
     # Spark master for `als_fit.py --engine spark` (ignored under spark-submit, which sets its own).
     spark_master: str = "local[*]"
     # Python logging level of the service and the trainer.

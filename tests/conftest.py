@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,13 @@ def run_cli(
 def start_server(model_path, *args: str, **env: str):
     """`python platform.py` serving `model_path` as a real process; (process, base URL)."""
     return bench.common.start_server(["platform.py", "--model", str(model_path), *args], env=clean_env(**env))
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of metric `name` in Prometheus text whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"{name}(?:{{(.*)}})? (\S+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total

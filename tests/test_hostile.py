@@ -6,6 +6,7 @@ import http.client
 import json
 import pickle
 import shutil
+import socket
 import threading
 import time
 from urllib.parse import quote, urlsplit
@@ -214,3 +215,59 @@ def test_reload_swaps_without_failing_requests_and_survives_a_broken_file(server
             t.join()
     assert len(statuses) > 100
     assert set(statuses) == {200}
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+
+def send_head(base: str, head: str, body: bytes = b"") -> tuple[int, dict, float]:
+    """Send a request head and the first bytes of a body, never the rest; (status, JSON body,
+    seconds to the answer). A server that waited for the whole body would time out here."""
+    host = urlsplit(base)
+    with socket.create_connection((host.hostname, host.port), timeout=10) as sock:
+        start = time.perf_counter()
+        sock.sendall(head.encode() + b"\r\n" + body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read()), time.perf_counter() - start
+
+
+def test_admin_token_is_checked_before_the_body_is_read(server):
+    base, _ = server
+    head = "PUT /live HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 30000000\r\n"
+    status, body, seconds = send_head(base, head, b'{"streamers": ["' + b"a" * 1000)
+    assert (status, body["detail"]) == (401, "expected 'Authorization: Bearer <admin token>'")
+    assert seconds < 5
+    status, _, _ = send_head(base, head.replace("Host: x", "Host: x\r\nAuthorization: Bearer nope"), b"{")
+    assert status == 403
+
+
+def test_a_body_over_the_limit_is_413_unread(server):
+    base, _ = server
+    auth = f"Authorization: Bearer {TOKEN}\r\n"
+    head = f"PUT /live HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 200000000\r\n"
+    status, body, seconds = send_head(base, head, b"{")
+    assert status == 413 and seconds < 5
+    assert "at most 33,554,432 bytes (MAX_BODY_BYTES)" in body["detail"] and "200,000,000" in body["detail"]
+
+    # Sent in chunks without a length: read up to the limit, then refused.
+    def chunks():
+        for _ in range(40):
+            yield b"x" * (1024 * 1024)
+
+    r = httpx.put(f"{base}/live", content=chunks(), headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert r.status_code == 413 and "sent without a length" in r.json()["detail"]
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_a_live_set_of_100k_streamers_with_metadata_fits_the_default_limit():
+    from settings import Settings
+
+    stream = {
+        "streamer_name": "a_twenty_five_char_name_x",  # Twitch's longest login
+        "category": "Grand Theft Auto V Enhanced Edition",
+        "language": "en",
+        "viewers": 123456,
+    }
+    body = json.dumps({"streamers": [stream] * 100_000}).encode()
+    assert 10_000_000 < len(body) < Settings().max_body_bytes

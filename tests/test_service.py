@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import GROUP_A
+from conftest import metric_value as value
 from service import create_app
 from settings import Settings
 
@@ -92,3 +93,19 @@ def test_missing_model_stops_startup(tmp_path):
     with pytest.raises(ModelError, match="no model file at"):
         with TestClient(app):
             pass
+
+
+ROUTE = "/recomendations/user/{user_id:path}"
+
+
+def test_metrics_in_one_process_and_switched_off(block_model_path):
+    app = create_app(Settings(model_path=block_model_path, _env_file=None))
+    with TestClient(app) as c:
+        before = value(c.get("/metrics").text, "streamrec_requests_total", route=ROUTE, status="200", source="recent")
+        assert c.get("/recomendations/user/nobody", params={"recent": "alpha1"}).json()["source"] == "recent"
+        after = value(c.get("/metrics").text, "streamrec_requests_total", route=ROUTE, status="200", source="recent")
+        assert after == before + 1
+    app = create_app(Settings(model_path=block_model_path, metrics=False, _env_file=None))
+    with TestClient(app) as c:
+        assert c.get("/metrics").status_code == 404
+        assert c.get("/recomendations/user/1").status_code == 200

@@ -1,0 +1,182 @@
+"""The service's numbers for Prometheus: `GET /metrics` in its text format.
+
+Every worker counts: with several workers each one writes its counts to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode) and the worker that answers a
+scrape adds them all up. `python platform.py --workers N` sets that directory up (a fresh one per
+start, removed at exit); under a plain `uvicorn service:app --workers N`, point
+PROMETHEUS_MULTIPROC_DIR at an empty directory before starting, or each answer covers only the
+worker that gave it. With one worker the counts live in the process.
+
+| metric | type | labels |
+| --- | --- | --- |
+| streamrec_requests_total | counter | route, status, source (personal, recent, popular; "" elsewhere) |
+| streamrec_request_duration_seconds | histogram | route |
+| streamrec_model_created_timestamp_seconds | gauge, per worker | pid |
+| streamrec_model_users, streamrec_model_streamers | gauge (largest over workers) | |
+| streamrec_live_streamers | gauge (largest over workers) | |
+| streamrec_live_published_timestamp_seconds | gauge (oldest over workers) | |
+| streamrec_live_age_seconds | gauge, at scrape time: now - the oldest published live set | |
+| streamrec_reloads_total | counter | result (done, failed) |
+
+`route` is the route's template (`/recomendations/user/{user_id:path}`), never the raw path:
+"unmatched" for anything no route matched, so a scan of odd URLs cannot grow the series.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUESTS = Counter("streamrec_requests", "HTTP requests answered", ["route", "status", "source"])
+LATENCY = Histogram(
+    "streamrec_request_duration_seconds",
+    "time from the request's arrival at the app to its last response byte",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+MODEL_CREATED = Gauge(
+    "streamrec_model_created_timestamp_seconds",
+    "when the model each worker serves was trained (Unix time)",
+    multiprocess_mode="liveall",
+)
+MODEL_USERS = Gauge("streamrec_model_users", "viewers the served model knows", multiprocess_mode="livemax")
+MODEL_STREAMERS = Gauge("streamrec_model_streamers", "streamers the served model knows", multiprocess_mode="livemax")
+LIVE_STREAMERS = Gauge(
+    "streamrec_live_streamers", "live streamers in the published live set", multiprocess_mode="livemax"
+)
+LIVE_PUBLISHED = Gauge(
+    "streamrec_live_published_timestamp_seconds",
+    "when the live set a worker serves was published (Unix time; the oldest over workers)",
+    multiprocess_mode="livemin",
+)
+RELOADS = Counter("streamrec_reloads", "model reloads, by result", ["result"])
+
+
+class Metrics:
+    """What the service records, behind a switch (METRICS=false: nothing, and no /metrics)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._requests: dict[tuple[str, int, str], object] = {}  # label children, looked up once
+        self._latency: dict[str, object] = {}
+
+    def request(self, route: str, status: int, source: str, seconds: float) -> None:
+        key = (route, status, source)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = REQUESTS.labels(route, str(status), source)
+        child.inc()
+        timer = self._latency.get(route)
+        if timer is None:
+            timer = self._latency[route] = LATENCY.labels(route)
+        timer.observe(seconds)
+
+    def model(self, model) -> None:
+        if not self.enabled:
+            return
+        created = model.metadata.get("created_at")
+        try:
+            MODEL_CREATED.set(datetime.fromisoformat(created).timestamp() if created else 0)
+        except ValueError:
+            MODEL_CREATED.set(0)
+        MODEL_USERS.set(model.n_users)
+        MODEL_STREAMERS.set(model.n_streamers)
+
+    def live(self, live) -> None:
+        if not self.enabled or live is None:
+            return
+        LIVE_STREAMERS.set(len(live))
+        LIVE_PUBLISHED.set(live.since.timestamp())
+
+    def reloaded(self, ok: bool) -> None:
+        if self.enabled:
+            RELOADS.labels("done" if ok else "failed").inc()
+
+    def worker_exit(self) -> None:
+        """Drop this worker's per-worker gauges from the shared directory (a clean exit)."""
+        if self.enabled and os.environ.get(MULTIPROC_ENV):
+            multiprocess.mark_process_dead(os.getpid())
+
+
+class _LiveAge:
+    """streamrec_live_age_seconds, computed when scraped from the oldest published live set."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def collect(self):
+        published = [
+            s.value
+            for family in self.source.collect()
+            if family.name == "streamrec_live_published_timestamp_seconds"
+            for s in family.samples
+            if s.value > 0
+        ]
+        age = GaugeMetricFamily("streamrec_live_age_seconds", "seconds since the oldest served live set was published")
+        if published:
+            age.add_metric([], max(time.time() - min(published), 0.0))
+        yield age
+
+
+def exposition() -> bytes:
+    """The text a scrape gets: every worker's counts in multiprocess mode, else this process's."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        source = multiprocess.MultiProcessCollector(registry)
+    else:
+        registry, source = CollectorRegistry(), REGISTRY
+        registry.register(_Forward(REGISTRY))
+    registry.register(_LiveAge(source))
+    return generate_latest(registry)
+
+
+class _Forward:
+    """This process's default registry, inside another one."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def collect(self):
+        yield from self.registry.collect()
+
+
+class RequestMetrics:
+    """ASGI middleware: each HTTP request counted by route template, status and source, and
+    timed. `metrics` is read per request, so that a test's app records into its own switch."""
+
+    def __init__(self, app, metrics: Metrics, known: frozenset[str]):
+        self.app, self.metrics, self.known = app, metrics, known
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.metrics.enabled:
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = route.path if route is not None else (scope["path"] if scope["path"] in self.known else "unmatched")
+            self.metrics.request(path, status, scope.get("source", ""), time.perf_counter() - start)
