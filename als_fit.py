@@ -4,6 +4,7 @@
     python als_fit.py --data sessions.csv --model models/model.pkl
     python als_fit.py --data 100k_a.csv --factors 64 --iterations 15
     python als_fit.py --engine spark --data sessions/ --spark-master 'local[*]'   # SCALE.md
+    python als_fit.py --update --data sessions_today.csv   # merge new sessions (updating.py)
 
 Defaults come from the environment or `.env` (DATA_PATH, MODEL_PATH), then from the built-ins
 (`training.TrainParams`); `--help` shows them all. With no data configured it trains on the
@@ -24,11 +25,12 @@ from pathlib import Path
 
 import demo_data
 import evaluation
-from model_file import ModelError, check_writable, save_model
+from model_file import ModelError, check_writable, load_model, save_model
 from progress import Timer
 from sessions import DataError, read_sessions
 from settings import get_settings
 from training import add_io_args, add_train_args, file_sha256, model_metadata, params_from_args, train
+from updating import UPDATE_SWEEPS, update, update_metadata
 
 log = logging.getLogger("als_fit")
 
@@ -51,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         help="implicit: this machine; spark: reading, aggregation, ALS and lists on Spark (SCALE.md)",
     )
     parser.add_argument("--spark-master", default=settings.spark_master, help="Spark master URL for --engine spark")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="merge the sessions of --data (those logged since) into the --model file instead of retraining",
+    )
+    parser.add_argument("--update-sweeps", type=int, default=UPDATE_SWEEPS, help="ALS sweeps of an --update")
     args = parser.parse_args(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.if_missing and Path(args.model).is_file():
@@ -63,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
 
     timer = Timer()
+    if args.update:
+        if args.engine != "implicit" or args.evaluate or args.if_missing:
+            parser.error("--update takes --data, --model and --update-sweeps only")
+        if not args.data:
+            parser.error("--update needs --data: the sessions logged since the model was trained")
+        if args.update_sweeps < 1:
+            parser.error(f"--update-sweeps must be at least 1; got {args.update_sweeps}")
+        return _update(args, timer)
     if args.engine == "spark":
         return _train_on_spark(args, params, settings, timer)
     try:
@@ -127,6 +143,33 @@ def _train_on_spark(args, params, settings, timer: Timer) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _summary(source, sessions, model, timer, args.model, size)
+    return 0
+
+
+def _update(args, timer: Timer) -> int:
+    """--update: the model file with the new sessions merged in (updating.py), written in place
+    atomically; a failure leaves the file as it was."""
+    try:
+        check_writable(args.model)
+        previous = load_model(args.model)
+        with timer("read"):
+            sessions = read_sessions(args.data)
+        model, skipped = update(previous, sessions, args.update_sweeps, timer)
+        model.metadata = update_metadata(previous, model, sessions, str(args.data), file_sha256(args.data))
+        with timer("save"):
+            size = save_model(model, args.model)
+    except (DataError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    steps = ", ".join(f"{k} {v:.2f}s" for k, v in timer.steps.items())
+    print(
+        f"updated {args.model} with {args.data}: {sessions.rows_used:,} sessions, {skipped:,} of them already "
+        f"in the model; {sessions.drop_summary()}\n"
+        f"{model.n_users:,} users (+{model.n_users - previous.n_users:,}), {model.n_streamers:,} streamers "
+        f"(+{model.n_streamers - previous.n_streamers:,}), {model.count.nnz:,} interactions; ranker weights kept\n"
+        f"time: {steps}; total {sum(timer.steps.values()):.2f}s\n"
+        f"model: {args.model} ({size / 1e6:.1f} MB)"
+    )
     return 0
 
 

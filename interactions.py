@@ -253,11 +253,14 @@ def aggregate(
     time_format: str | None = None,
     users: IdMap | None = None,
     streamers: IdMap | None = None,
+    log_span: tuple[int, int] | None = None,
 ) -> Interactions:
     """Aggregate sessions per (user, streamer) pair.
 
     With `users`/`streamers` given, rows follow those maps and sessions of ids outside them are
-    left out (used to build test-period matrices aligned with a trained model).
+    left out (used to build test-period matrices aligned with a trained model). `log_span`:
+    (first, last time) of the whole log when `sessions` are its newest part (an update): the
+    time-decayed counts then decay against that log's end and over its span.
     """
     if isinstance(sessions, Sessions):
         frame, time_format = sessions.frame, sessions.time_format
@@ -296,6 +299,8 @@ def aggregate(
     times = frame[[START, END]].to_numpy()
     time_min = int(times.min()) if len(times) else 0
     time_max = int(times.max()) if len(times) else 0
+    if log_span is not None:  # a part of a longer log: decay against that log's end and span
+        time_min, time_max = log_span
     # Momentum: which pair each session belongs to, then each viewer's last RECENT_SESSIONS
     # sessions (by start) and every session weighted by how long ago it ended. At a million
     # viewers these arrays are 30M long: int32 where it fits, the weights in blocks.

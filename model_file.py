@@ -131,6 +131,10 @@ def _parts(model: Recommender) -> tuple[dict, dict[str, np.ndarray]]:
         "streamer_json.blob": model.names_json.blob,
         "streamer_json.offsets": model.names_json.offsets,
     }
+    # The momentum counts behind the history terms: what an update (updating.py) needs to
+    # recompute them. Serving never reads these pages.
+    if model.recent is not None and model.decayed is not None:
+        arrays["history.recent"], arrays["history.decayed"] = model.recent.data, model.decayed.data
     for side, ids in (("users", model.users), ("streamers", model.streamers)):
         arrays.update({f"{side}.{name}": a for name, a in ids.arrays().items()})
     for name, (ids, scores) in model.lists.items():
@@ -284,6 +288,8 @@ def _from_parts(header: dict, a: dict[str, np.ndarray]) -> Recommender:
         metadata=header["metadata"],
         lists={name: (a[f"lists.{name}.ids"], a[f"lists.{name}.scores"]) for name in header["lists"]},
         best_als=a["best_als"],
+        recent=csr(a["history.recent"]) if "history.recent" in a else None,
+        decayed=csr(a["history.decayed"]) if "history.decayed" in a else None,
     )
     # Stored, so that no worker derives them at startup.
     model.__dict__["history_bonus"] = a["history.bonus"]

@@ -10,10 +10,16 @@ worker the service is measured again with `live_only=true` after publishing 1,00
 streamers (with categories, languages and viewer counts), and with the category and language
 filters (a streamer catalog is written beside the model: each streamer a category and a
 language by a hash of its name, twelve of each as the demo's). Also the model's load time in a
-fresh process, the time from start to a ready /health, and resident memory per worker. Goals:
-at least 0.7x the constant endpoint's requests per second, p99 at most 25 ms, zero errors; load
-under 2 s; live-only as cheap as the default; a filtered request at most 1.5x the latency of an
-unfiltered one.
+fresh process, the time from start to a ready /health, and resident memory per worker.
+
+Then, with one worker, paired runs: each filter against its unfiltered request on the same
+server, and the service against a second one with METRICS=false, alternating short wrk runs
+(`--alternations`, `--pair-seconds`) and comparing medians, since this machine's noise comes in
+bursts that one long run per side cannot separate from the difference measured.
+
+Goals: at least 0.7x the constant endpoint's requests per second, p99 at most 25 ms, zero
+errors; load under 2 s; live-only as cheap as the default; a filtered request at most 1.5x the
+latency of an unfiltered one; the metrics (on by default) at most 5% of the requests per second.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -130,12 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs of each, best kept")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
     parser.add_argument("--users", type=int, default=100_000, help="viewers of the benchmark log (train_bench.py)")
+    parser.add_argument("--alternations", type=int, default=5, help="paired runs: alternations of each pair")
+    parser.add_argument("--pair-seconds", type=float, default=5, help="paired runs: wrk duration of each")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.users, args.seconds, args.repeat, args.workers)))
+    print(json.dumps(run(args.users, args.seconds, args.repeat, args.workers, args.alternations, args.pair_seconds)))
     return 0
 
 
-def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[int, ...] = (1, 2)) -> dict:
+def run(
+    users: int,
+    seconds: float = 20,
+    repeat: int = 1,
+    worker_counts: tuple[int, ...] = (1, 2),
+    alternations: int = 5,
+    pair_seconds: float = 5,
+) -> dict:
     """Serve the model of the `users`-viewer benchmark log; print the figures and return them."""
     from bench.train_bench import paths
 
@@ -168,16 +184,20 @@ def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[i
     for workers in worker_counts:
         best: dict[str, dict] = {}
         for _ in range(repeat):
-            for name, cmd in (
+            service = ["platform.py", "--model", str(model_path), "--workers", str(workers)]
+            variants = [
                 (
                     "constant",
                     ["-m", "uvicorn", "bench.constant_app:app", "--log-level", "warning", "--workers", str(workers)],
+                    {},
                 ),
-                ("service", ["platform.py", "--model", str(model_path), "--workers", str(workers)]),
-            ):
+                ("service", service, {}),
+            ]
+            for name, cmd, env in variants:
                 model_path.with_suffix(".live.json").unlink(missing_ok=True)  # start without a live set
                 t = time.perf_counter()
-                proc, base = start_server(cmd, env={**os.environ, "ADMIN_TOKEN": TOKEN, "STREAMERS_PATH": str(catalog)})
+                env = {**os.environ, "ADMIN_TOKEN": TOKEN, "STREAMERS_PATH": str(catalog), **env}
+                proc, base = start_server(cmd, env=env)
                 ready_s = time.perf_counter() - t
                 try:
                     wrk(base, 2, users=users)  # warm-up
@@ -186,8 +206,6 @@ def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[i
                     if name == "service" and workers == 1:
                         live = publish_live(base, model_path)
                         runs["live_only"] = wrk(base, seconds, "?live_only=true", users) | {"live": live}
-                        for label, (_, query) in FILTERS.items():
-                            runs[label] = wrk(base, seconds, query, users) | {"live": live}
                 finally:
                     stop_server(proc)
                 for label, r in runs.items():
@@ -196,11 +214,6 @@ def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[i
         ratio = best["service"]["rps"] / best["constant"]["rps"]
         if "live_only" in best:
             best["live_only"]["vs_service"] = round(best["live_only"]["rps"] / best["service"]["rps"], 3)
-        for label, (baseline, _) in FILTERS.items():
-            if label in best:
-                r, b = best[label], best[baseline]
-                r["vs_service"] = round(r["rps"] / b["rps"], 3)
-                r["latency_x"] = {q: round(r[q] / b[q], 2) for q in ("p50_ms", "p99_ms")}
         results["runs"][workers] = best | {"ratio": round(ratio, 3)}
         for name, r in best.items():
             extra = (
@@ -215,6 +228,58 @@ def run(users: int, seconds: float = 20, repeat: int = 1, worker_counts: tuple[i
                 f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}  {extra}"
             )
         print(f"workers {workers}  service / constant = {ratio:.2f}x (goal >= 0.7x)")
+    if 1 in worker_counts:
+        results["paired"] = paired_runs(model_path, catalog, users, alternations, pair_seconds)
+    return results
+
+
+def paired(a: tuple[str, str], b: tuple[str, str], alternations: int, seconds: float, users: int) -> dict:
+    """wrk on (base, query) `a` then `b`, alternately, `alternations` times each: the median of
+    each one's figures and b's against a's (this machine's noise comes in bursts; a median of
+    alternating runs is steadier than the best of two long ones)."""
+    runs: dict[str, list[dict]] = {"a": [], "b": []}
+    for _ in range(alternations):
+        for side, (base, query) in (("a", a), ("b", b)):
+            runs[side].append(wrk(base, seconds, query, users))
+    out = {
+        side: {q: statistics.median(r[q] for r in rs) for q in ("rps", "p50_ms", "p99_ms")}
+        | {"errors": sum(r["errors"] for r in rs)}
+        for side, rs in runs.items()
+    }
+    out["b_vs_a"] = {q: round(out["b"][q] / out["a"][q], 3) for q in ("rps", "p50_ms", "p99_ms")}
+    return out
+
+
+def paired_runs(model_path: Path, catalog: Path, users: int, alternations: int, seconds: float) -> dict:
+    """One worker: each filter against its unfiltered request (goal: latency at most 1.5x), and
+    the service against itself with METRICS=false (goal: metrics cost at most 5% of req/s)."""
+    results = {}
+    model_path.with_suffix(".live.json").unlink(missing_ok=True)
+    cmd = ["platform.py", "--model", str(model_path), "--workers", "1"]
+    env = {**os.environ, "ADMIN_TOKEN": TOKEN, "STREAMERS_PATH": str(catalog)}
+    proc, base = start_server(cmd, env=env)
+    off, off_base = start_server(cmd, env={**env, "METRICS": "false"})
+    try:
+        publish_live(base, model_path)
+        for b in (base, off_base):
+            wrk(b, 2, users=users)  # warm-up
+        for label, (baseline, query) in FILTERS.items():
+            plain = "?live_only=true" if baseline == "live_only" else ""
+            r = results[label] = paired((base, plain), (base, query), alternations, seconds, users)
+            print(
+                f"workers 1  {label:<18} {r['b']['rps']:6.0f} req/s against {r['a']['rps']:6.0f} unfiltered "
+                f"({plain or 'default'}); latency p50 {r['b_vs_a']['p50_ms']:.2f}x, p99 {r['b_vs_a']['p99_ms']:.2f}x "
+                f"(goal <= 1.5x; medians of {alternations} alternating {seconds:.0f}-s runs)"
+            )
+        r = results["metrics"] = paired((off_base, ""), (base, ""), alternations, seconds, users)
+        cost = 1 - r["b_vs_a"]["rps"]
+        print(
+            f"workers 1  metrics on {r['b']['rps']:6.0f} req/s, off {r['a']['rps']:6.0f} req/s: cost {cost:.1%} "
+            f"(goal <= 5%); p50 {r['b_vs_a']['p50_ms']:.2f}x, p99 {r['b_vs_a']['p99_ms']:.2f}x"
+        )
+    finally:
+        stop_server(proc)
+        stop_server(off)
     return results
 
 

@@ -1,0 +1,96 @@
+"""An update with one day of sessions against a full retrain on the same sessions.
+
+    python bench/update_bench.py                     # the calibrated 100k log (bench/out/twitch100k.csv)
+    python bench/update_bench.py --sweeps 1 2 3
+
+The log's last 10% of time is held out (the days after, as `als_fit.py --evaluate` holds them
+out). Of the time before it, the last day is the "new" day: a model is trained in full on the
+time before that day, then updated with the day (`updating.update`, each sweep count given), and
+a full retrain runs on the time before the held-out days (the same sessions). Reported, all in
+this one process and run: the full retrain's time, each update's time (merge, ALS, popularity
+and catalog, lists; reading excluded on both sides) and their ratio (goal: at most 0.2), and the
+served NDCG@10 on all, repeat and new targets of the days after, update against retrain (goal:
+within 1%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py hands over the standard module
+
+from bench.train_bench import ensure_data  # noqa: E402
+from evaluation import evaluate_model, time_split  # noqa: E402
+from progress import Timer  # noqa: E402
+from sessions import START, read_sessions  # noqa: E402
+from training import TrainParams, train  # noqa: E402
+from updating import update  # noqa: E402
+
+DAY = 144  # 10-minute steps of the Twitch log
+
+
+def served_ndcg(model, test) -> dict[str, float]:
+    report = evaluate_model(model, test)
+    return {t: round(report["results"][t]["served"]["NDCG@10"], 4) for t in ("all", "repeat", "new")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=100_000, help="viewers of the benchmark log")
+    parser.add_argument("--sweeps", type=int, nargs="+", default=[2], help="ALS sweeps of the update")
+    parser.add_argument("--day", type=int, default=DAY, help="time steps in one day of the log")
+    args = parser.parse_args(argv)
+
+    sessions = read_sessions(ensure_data(args.users))
+    before_test, test, cut = time_split(sessions, 0.1)
+    start = before_test.frame[START].to_numpy()
+    base = replace(before_test, frame=before_test.frame[start < cut - args.day].reset_index(drop=True))
+    day = replace(before_test, frame=before_test.frame[start >= cut - args.day].reset_index(drop=True))
+    print(
+        f"{sessions.path}: {len(base.frame):,} sessions before the new day, {len(day.frame):,} in it, "
+        f"{len(test):,} in the days after (from step {cut})"
+    )
+    params = TrainParams()
+    results: dict = {}
+
+    t = time.perf_counter()
+    retrained = train(before_test, params)
+    results["retrain_s"] = round(time.perf_counter() - t, 2)
+    results["retrain_ndcg"] = served_ndcg(retrained, test)
+    del retrained
+    print(f"full retrain: {results['retrain_s']:.1f} s; served NDCG@10 {results['retrain_ndcg']}")
+
+    previous = train(base, params)
+    for sweeps in args.sweeps:
+        timer = Timer()
+        t = time.perf_counter()
+        updated, skipped = update(previous, day, sweeps, timer)
+        seconds = time.perf_counter() - t
+        ndcg = served_ndcg(updated, test)
+        ratio = {k: round(ndcg[k] / results["retrain_ndcg"][k], 4) for k in ndcg}
+        steps = ", ".join(f"{k} {v:.2f}s" for k, v in timer.steps.items())
+        results[f"update_{sweeps}"] = {
+            "seconds": round(seconds, 2),
+            "of_retrain": round(seconds / results["retrain_s"], 3),
+            "steps": steps,
+            "skipped": skipped,
+            "ndcg": ndcg,
+            "ndcg_vs_retrain": ratio,
+        }
+        print(
+            f"update, {sweeps} sweep(s): {seconds:.1f} s = {seconds / results['retrain_s']:.2f}x the retrain "
+            f"(goal <= 0.2; {steps}); served NDCG@10 {ndcg}, {ratio} of the retrain's (goal >= 0.99)"
+        )
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
