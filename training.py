@@ -25,7 +25,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from cold_start import POPULARITY_BY, PopularityRecommender
-from interactions import STRENGTHS, Interactions, aggregate
+from interactions import STRENGTHS, IdMap, Interactions, aggregate
 from progress import Timer, als_callback, interactive
 from ranking import (
     RankerWeights,
@@ -95,9 +95,11 @@ def fit_als(
     return als
 
 
-def warm_start(previous: Recommender, inter: Interactions, params: TrainParams) -> tuple[np.ndarray, np.ndarray]:
-    """Factors for `inter`'s ids: copied from `previous` where it knows the id, small random
-    values (implicit's own initialisation) for ids it has never seen."""
+def warm_start(
+    previous: Recommender, users: IdMap, streamers: IdMap, params: TrainParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Factors for the ids of `users` and `streamers`: copied from `previous` where it knows the
+    id, small random values (implicit's own initialisation) for ids it has never seen."""
     rng = np.random.default_rng(params.random_state)
 
     def carry(ids, old_ids, old_factors) -> np.ndarray:
@@ -108,8 +110,8 @@ def warm_start(previous: Recommender, inter: Interactions, params: TrainParams) 
         return out
 
     return (
-        carry(inter.users, previous.users, previous.als.user_factors),
-        carry(inter.streamers, previous.streamers, previous.als.item_factors),
+        carry(users, previous.users, previous.als.user_factors),
+        carry(streamers, previous.streamers, previous.als.item_factors),
     )
 
 
@@ -147,7 +149,7 @@ def fit_base(
         if previous is None:
             als = fit_als(user_items, params, show_progress, desc=f"{timer.prefix}als")
         else:
-            init = warm_start(previous, inter, params)
+            init = warm_start(previous, inter.users, inter.streamers, params)
             iterations = params.refresh_iterations
             als = fit_als(user_items, params, show_progress, init, iterations, desc=f"{timer.prefix}als")
     with timer("popularity"):

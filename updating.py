@@ -40,7 +40,9 @@ from training import TrainParams, catalog_of, fit_als, warm_start
 
 log = logging.getLogger("updating")
 
-UPDATE_SWEEPS = 2  # ALS sweeps of an update, warm-started from the model's factors
+# ALS sweeps of an update, from the model's factors: a second one gained nothing and cost a
+# second at 100k viewers (bench/update_bench.py).
+UPDATE_SWEEPS = 1
 
 
 def update(
@@ -61,6 +63,11 @@ def update(
             f"this model ranks popularity by {params.popularity_by}, which needs the whole recent window: "
             "an update can recompute popularity by viewers only; retrain in full instead"
         )
+    expected = previous.metadata.get("time_format")
+    if expected and sessions.time_format != expected:
+        raise DataError(
+            f"{sessions.path}: expected {expected} times, as the model's log has; found {sessions.time_format} times"
+        )
     frame = sessions.frame
     with timer("merge"):
         users = _extended(previous.users, frame[UID])
@@ -78,8 +85,8 @@ def update(
             STRENGTHS[previous.strength](merged["count"].data.astype(np.float64), merged["watch_time"].data),
             dtype=np.float32,
         )
-        holder = _Ids(users, streamers)
-        als = fit_als(user_items, params, init=warm_start(previous, holder, params), iterations=sweeps, desc="update")
+        init = warm_start(previous, users, streamers, params)
+        als = fit_als(user_items, params, init=init, iterations=sweeps, desc="update")
     with timer("popularity"):
         popularity, ranking = _popularity(merged["last_seen"], time_min, time_max, params.popularity_window)
         catalog = catalog_of(np.bincount(merged["count"].indices, minlength=len(streamers)), params)
@@ -125,13 +132,6 @@ def update_metadata(previous: Recommender, model: Recommender, sessions: Session
     }
 
 
-class _Ids:
-    """What warm_start reads of an Interactions: its id maps."""
-
-    def __init__(self, users: IdMap, streamers: IdMap):
-        self.users, self.streamers = users, streamers
-
-
 def _params(previous: Recommender) -> TrainParams:
     known = {f for f in TrainParams.__dataclass_fields__}
     given = {k: v for k, v in previous.metadata.get("params", {}).items() if k in known}
@@ -175,8 +175,7 @@ def _merge(previous: Recommender, new, time_max: int, time_min: int) -> dict[str
     # The decayed counts decay further by the time that passed since the previous model's end.
     shift = np.exp(-(time_max - previous.time_max) / (DECAY_SCALE * max(time_max - time_min, 1)))
     # Of a viewer's last RECENT_SESSIONS sessions, those that are new push as many old ones out.
-    new_sessions = np.zeros(shape[0])
-    new_sessions[: new.count.shape[0]] = np.asarray(new.count.sum(axis=1)).ravel()
+    new_sessions = np.asarray(new.count.sum(axis=1)).ravel()
     old_total = np.asarray(previous.count.sum(axis=1)).ravel()
     keep = np.clip(RECENT_SESSIONS - new_sessions[: previous.n_users], 0, None)
     keep = keep / np.maximum(np.minimum(old_total, RECENT_SESSIONS), 1e-9)

@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -257,7 +258,10 @@ def paired_runs(model_path: Path, catalog: Path, users: int, alternations: int, 
     model_path.with_suffix(".live.json").unlink(missing_ok=True)
     cmd = ["platform.py", "--model", str(model_path), "--workers", "1"]
     env = {**os.environ, "ADMIN_TOKEN": TOKEN, "STREAMERS_PATH": str(catalog)}
-    proc, base = start_server(cmd, env=env)
+    # Counted as with several workers: in files (prometheus-client's multiprocess mode, the
+    # dearer way), which `python platform.py --workers N` sets up.
+    shared = tempfile.mkdtemp(prefix="bench-metrics-")
+    proc, base = start_server(cmd, env={**env, "PROMETHEUS_MULTIPROC_DIR": shared})
     off, off_base = start_server(cmd, env={**env, "METRICS": "false"})
     try:
         publish_live(base, model_path)
@@ -280,6 +284,7 @@ def paired_runs(model_path: Path, catalog: Path, users: int, alternations: int, 
     finally:
         stop_server(proc)
         stop_server(off)
+        shutil.rmtree(shared, ignore_errors=True)
     return results
 
 

@@ -10,7 +10,8 @@ a full retrain runs on the time before the held-out days (the same sessions). Re
 this one process and run: the full retrain's time, each update's time (merge, ALS, popularity
 and catalog, lists; reading excluded on both sides) and their ratio (goal: at most 0.2), and the
 served NDCG@10 on all, repeat and new targets of the days after, update against retrain (goal:
-within 1%).
+within 1%). Then `--chain` days updated one at a time, from a model trained that many days
+earlier, against the same retrain: how far updates drift before a retrain is due.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from evaluation import evaluate_model, time_split  # noqa: E402
 from progress import Timer  # noqa: E402
 from sessions import START, read_sessions  # noqa: E402
 from training import TrainParams, train  # noqa: E402
-from updating import update  # noqa: E402
+from updating import UPDATE_SWEEPS, update  # noqa: E402
 
 DAY = 144  # 10-minute steps of the Twitch log
 
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--users", type=int, default=100_000, help="viewers of the benchmark log")
-    parser.add_argument("--sweeps", type=int, nargs="+", default=[2], help="ALS sweeps of the update")
+    parser.add_argument("--sweeps", type=int, nargs="+", default=[UPDATE_SWEEPS], help="ALS sweeps of the update")
     parser.add_argument("--day", type=int, default=DAY, help="time steps in one day of the log")
+    parser.add_argument("--chain", type=int, default=7, help="also this many daily updates in a row (0: none)")
     args = parser.parse_args(argv)
 
     sessions = read_sessions(ensure_data(args.users))
@@ -88,6 +90,19 @@ def main(argv: list[str] | None = None) -> int:
             f"update, {sweeps} sweep(s): {seconds:.1f} s = {seconds / results['retrain_s']:.2f}x the retrain "
             f"(goal <= 0.2; {steps}); served NDCG@10 {ndcg}, {ratio} of the retrain's (goal >= 0.99)"
         )
+    if args.chain > 1:  # a day at a time, `chain` days, from a model that much older
+        model = train(replace(before_test, frame=before_test.frame[start < cut - args.chain * args.day]), params)
+        times = []
+        for i in range(args.chain, 0, -1):
+            lo, hi = cut - i * args.day, cut - (i - 1) * args.day
+            one_day = replace(before_test, frame=before_test.frame[(start >= lo) & (start < hi)].reset_index(drop=True))
+            t = time.perf_counter()
+            model, _ = update(model, one_day, args.sweeps[0])
+            times.append(round(time.perf_counter() - t, 2))
+        ndcg = served_ndcg(model, test)
+        ratio = {k: round(ndcg[k] / results["retrain_ndcg"][k], 4) for k in ndcg}
+        results["chain"] = {"days": args.chain, "seconds": times, "ndcg": ndcg, "ndcg_vs_retrain": ratio}
+        print(f"{args.chain} daily updates in a row ({times} s): served NDCG@10 {ndcg}, {ratio} of the retrain's")
     print(json.dumps(results))
     return 0
 

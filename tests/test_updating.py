@@ -111,9 +111,14 @@ def test_a_failed_update_leaves_the_model_file_as_it_was(logs, block_model_path)
     kept = model.read_bytes()
     bad = tmp / "bad.csv"
     bad.write_text("uid,session_id,streamer_name,time_start,time_end\n1,1,a,5,x\n")
-    for args in (["--data", str(bad)], ["--data", str(tmp / "missing.csv")]):
-        result = run_cli("als_fit.py", "--update", *args, "--model", str(model))
-        assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    iso = tmp / "iso.csv"
+    iso.write_text("uid,session_id,streamer_name,time_start,time_end\n1,1,a,2024-05-01T10:00:00,2024-05-01T11:00:00\n")
+    for data, says in ((bad, "bad.csv"), (tmp / "missing.csv", "missing.csv"), (iso, "expected integer times")):
+        result = run_cli("als_fit.py", "--update", "--data", str(data), "--model", str(model))
+        # One error line (after the step log lines), no traceback.
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr
+        assert says in errors[0]
     result = run_cli("als_fit.py", "--update", "--model", str(model))
     assert result.returncode == 2 and "--update needs --data" in result.stderr
     result = run_cli("als_fit.py", "--update", "--data", str(paths["after"]), "--model", str(tmp / "none.pkl"))
