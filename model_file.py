@@ -135,6 +135,8 @@ def _parts(model: Recommender) -> tuple[dict, dict[str, np.ndarray]]:
     # recompute them. Serving never reads these pages.
     if model.recent is not None and model.decayed is not None:
         arrays["history.recent"], arrays["history.decayed"] = model.recent.data, model.decayed.data
+    for name, scores in model.own_scores.items():  # ranking on request reads these
+        arrays[f"history.own.{name}"] = scores
     for side, ids in (("users", model.users), ("streamers", model.streamers)):
         arrays.update({f"{side}.{name}": a for name, a in ids.arrays().items()})
     for name, (ids, scores) in model.lists.items():
@@ -288,6 +290,7 @@ def _from_parts(header: dict, a: dict[str, np.ndarray]) -> Recommender:
         metadata=header["metadata"],
         lists={name: (a[f"lists.{name}.ids"], a[f"lists.{name}.scores"]) for name in header["lists"]},
         best_als=a["best_als"],
+        own_scores={name[len("history.own.") :]: v for name, v in a.items() if name.startswith("history.own.")},
         recent=csr(a["history.recent"]) if "history.recent" in a else None,
         decayed=csr(a["history.decayed"]) if "history.decayed" in a else None,
     )

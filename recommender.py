@@ -90,6 +90,10 @@ class Recommender:
     # and the user's best ALS score over the catalog (a ranker feature needs it).
     lists: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     best_als: np.ndarray | None = None
+    # Per ranker that scores watched streamers ("all", and the live one), the served score of every
+    # history entry, computed with the lists: ranking on request then reads a watched streamer's
+    # score instead of recomputing it (one small product and a dozen vector operations).
+    own_scores: dict[str, np.ndarray] = field(default_factory=dict)
     # Training-time ranker inputs (interactions.Interactions.recent, .decayed); not in model files,
     # which keep the history terms computed from them (history_bonus).
     recent: sp.csr_matrix | None = None
@@ -150,6 +154,24 @@ class Recommender:
                 self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH, done=bar.update)
         else:
             self.lists, self.best_als = ranked_lists(self, self.rankers, LIST_LENGTH)
+        self.own_scores = {name: self._entry_scores(name) for name in {"all", self.live_ranker}}
+
+    def _entry_scores(self, name: str) -> np.ndarray:
+        """Ranker `name`'s score of every history entry, as _with_own computes it on request."""
+        bonus = self.history_bonus if name == "all" else self.live_bonus
+        entry_rows = np.repeat(np.arange(self.n_users), np.diff(self.count.indptr))
+        out = np.empty(self.count.nnz, dtype=np.float32)
+        for lo in range(0, self.count.nnz, 1 << 20):  # blocks: the factor rows of every entry are GBs
+            block = slice(lo, min(lo + (1 << 20), self.count.nnz))
+            users, items = entry_rows[block], self.count.indices[block]
+            out[block] = self._own_scores(
+                name,
+                self.als.user_factors[users],
+                self.best_als[users].astype(np.float64),
+                items,
+                bonus[block],
+            )
+        return out
 
     @cached_property
     def history_bonus(self) -> np.ndarray:
@@ -259,7 +281,8 @@ class Recommender:
         bonus = (self.live_bonus if live else self.history_bonus)[entries]
         ranker = self.live_ranker if live and not exclude_watched else None
         vector = self.als.user_factors[row]
-        return self._rank(vector, best, candidates, k, exclude_watched, watched, bonus, ranker, outside)
+        entry = np.arange(entries.start, entries.stop)
+        return self._rank(vector, best, candidates, k, exclude_watched, watched, bonus, ranker, outside, entry)
 
     def recommend_passing(
         self,
@@ -281,16 +304,16 @@ class Recommender:
         rows = candidates.rows
         _, scores = self._scores(name, vector, best, candidates.factors, candidates.pop[name])
         watched, entries = self.history(row)
-        own = passes[watched]
+        own = np.flatnonzero(passes[watched])
         mine = watched[own]
         if len(mine):
             among = (self.in_catalog if live is None else live)[mine]  # the candidates of them
             scores[np.searchsorted(rows, mine[among])] = -np.inf  # left out, or ranked below as watched
             if not exclude_watched:
-                bonus = (self.history_bonus if live is None else self.live_bonus)[entries][own]
                 if live is not None:  # a streamer not live now is no candidate
-                    mine, bonus = mine[among], bonus[among]
-                rows, scores = self._with_own(name, vector, best, rows, scores, mine, bonus)
+                    own, mine = own[among], mine[among]
+                bonus = (self.history_bonus if live is None else self.live_bonus)[entries][own]
+                rows, scores = self._with_own(name, vector, best, rows, scores, mine, bonus, own + entries.start)
         top = top_n(scores, k)
         top = top[np.isfinite(scores[top])]
         return rows[top], scores[top]
@@ -345,11 +368,13 @@ class Recommender:
         bonus: np.ndarray,
         ranker: str | None = None,
         outside: bool = False,
+        entries: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of `candidates` for one user vector by the served ranker (`ranker`, default
         `all`; `new` with exclude_watched). `watched` (sorted streamer rows) are left out with
         exclude_watched; else they are ranked with their history terms `bonus` (of that ranker):
-        those that are candidates, and with `outside` all the others too."""
+        those that are candidates, and with `outside` all the others too. `entries`: their
+        positions in the history, when they are the viewer's history (not recent names)."""
         name = "new" if exclude_watched else (ranker or "all")
         rows = candidates.rows
         _, scores = self._scores(name, vector, best, candidates.factors, candidates.pop[name])
@@ -360,7 +385,8 @@ class Recommender:
             scores[pos[hit]] = -np.inf  # left out, or ranked below as watched
             if not exclude_watched:
                 own = np.ones(len(watched), dtype=bool) if outside else hit
-                rows, scores = self._with_own(name, vector, best, rows, scores, watched[own], bonus[own])
+                at = entries[own] if entries is not None else None
+                rows, scores = self._with_own(name, vector, best, rows, scores, watched[own], bonus[own], at)
         top = top_n(scores, k)
         top = top[np.isfinite(scores[top])]
         return rows[top], scores[top]
@@ -374,16 +400,32 @@ class Recommender:
         scores: np.ndarray,
         mine: np.ndarray,
         bonus: np.ndarray,
+        entries: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`rows` and their `scores` with the viewer's own streamers `mine` (none of them among
-        `rows` with a finite score) added, scored by ranker `name` as watched: one small product."""
+        `rows` with a finite score) added, scored by ranker `name` as watched, `bonus` their history
+        terms: read from own_scores when they are history `entries` and the model has them."""
         if not len(mine):
             return rows, scores
-        pop = self.pop_feature[mine]
-        w_pop = self.linear[name][1][POP]
-        als, own = self._scores(name, vector, best, self.als.item_factors[mine], (w_pop * pop).astype(np.float32))
-        own += self._watched_terms(name, bonus, als, best, pop)
+        stored = self.own_scores.get(name) if entries is not None else None
+        if stored is not None:
+            own = stored[entries]
+        else:
+            own = self._own_scores(name, vector, best, mine, bonus)
         return np.concatenate([rows, mine]), np.concatenate([scores, own])
+
+    def _own_scores(self, name: str, vectors: np.ndarray, best, items: np.ndarray, bonus: np.ndarray) -> np.ndarray:
+        """Ranker `name`'s scores of watched streamers `items`: for one user (`vectors` its ALS
+        vector, `best` its best catalog score) or one per item (a row and a best each)."""
+        pop = self.pop_feature[items]
+        factors = self.als.item_factors[items]
+        als = factors @ vectors if vectors.ndim == 1 else np.einsum("ij,ij->i", factors, vectors)
+        c, w = self.linear[name]
+        own = als * float(w[ALS] - w[GAP])
+        own += c + w[GAP] * best
+        own += (w[POP] * pop).astype(np.float32)
+        own += self._watched_terms(name, bonus, als, best, pop)
+        return own.astype(np.float32, copy=False)
 
     def _scores(
         self, name: str, vector: np.ndarray, best: float, factors: np.ndarray, pop: np.ndarray
@@ -405,7 +447,7 @@ class Recommender:
             return bonus
         # shift . (als, best - als, pop), in Python floats: numpy scalars cost more per operation
         terms = als * float(shift[ALS] - shift[GAP])
-        terms += float(shift[GAP] * best)
+        terms += float(shift[GAP] * best) if np.isscalar(best) else shift[GAP] * best
         terms += pop * float(shift[POP])
         terms += bonus
         return terms

@@ -55,8 +55,8 @@ def update(
     params = _params(previous)
     if previous.recent is None or previous.decayed is None:
         raise DataError(
-            "this model file has no momentum counts to update (written before updates existed); "
-            "train it once in full: python als_fit.py"
+            "this model file has no momentum counts to update (written before updates existed, or by "
+            "--engine spark, which does not collect them yet); train it once with: python als_fit.py"
         )
     if params.popularity_by != "viewers":
         raise DataError(

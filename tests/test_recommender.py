@@ -87,10 +87,14 @@ def test_longer_than_the_stored_list_is_ranked_on_request_the_same_way(wide_mode
                 assert not set(longer.tolist()) & set(model.history(row)[0].tolist())
 
 
-def test_a_filtered_ranking_is_the_full_ranking_of_the_streamers_that_pass(wide_model):
+@pytest.mark.parametrize("stored", [True, False], ids=["own scores stored", "own scores computed"])
+def test_a_filtered_ranking_is_the_full_ranking_of_the_streamers_that_pass(wide_model, stored):
+    from dataclasses import replace
+
     from live import LiveSet, LiveStream
 
-    model = wide_model
+    model = wide_model if stored else replace(wide_model, own_scores={})  # as a Spark-trained file
+    assert bool(model.own_scores) == stored
     rng = np.random.default_rng(4)
     live = LiveSet.build(
         model, [LiveStream(n) for n in model.streamers.ids[rng.choice(model.catalog, len(model.catalog) // 2)]]
