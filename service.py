@@ -430,9 +430,11 @@ def reload_served(app: FastAPI) -> tuple[Recommender, Recommender]:
 
 async def watch_files(app: FastAPI) -> None:
     """Every LIVE_CHECK_SECONDS: one stat of the live file and one of the model file, on the
-    event loop; what changed is taken up in a background thread."""
+    event loop (what changed is taken up in a background thread), and this worker's request
+    tallies added to the metrics."""
     while True:
         await asyncio.sleep(LIVE_CHECK_SECONDS)
+        app.state.metrics.flush()
         try:
             sync_live(app)
             sync_model(app)
@@ -516,6 +518,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         yield
         watcher.cancel()
         app.state.served = None
+        metrics.flush()
         metrics.worker_exit()
         blas.restore_original_limits()
 
@@ -641,10 +644,12 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         response_class=PlainTextResponse,
         responses={404: {"model": ErrorDetail, "description": "metrics are off (METRICS=false)"}},
     )
-    def prometheus_metrics() -> PlainTextResponse:
-        """Counts and timings of every worker in the Prometheus text format (see monitoring.py)."""
+    async def prometheus_metrics() -> PlainTextResponse:
+        """Counts and timings of every worker in the Prometheus text format (see monitoring.py);
+        another worker's requests of the last second may not be in them yet."""
         if not metrics.enabled:
             raise HTTPException(404, "metrics are off: set METRICS=true to enable them")
+        metrics.flush()  # on the event loop, where the tallies are kept
         return PlainTextResponse(exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/health", response_model=Health)

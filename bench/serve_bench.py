@@ -55,7 +55,16 @@ FILTERS = {
 }
 
 
-def wrk(base: str, seconds: float, query: str = "", users: int = 100_000) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(base: str, seconds: float, query: str = "", users: int = 100_000, pid: int | None = None) -> dict:
+    """wrk's requests per second, p50, p99 and errors; with `pid` (a one-worker server), also
+    the server's CPU time per request, which the machine's other load disturbs less."""
+    before = cpu_seconds(pid) if pid else None
     out = subprocess.run(
         ["wrk", "-t2", "-c16", f"-d{seconds:.0f}s", "--latency", "-s", str(ROOT / "bench/random_users.lua"), base],
         capture_output=True,
@@ -70,12 +79,16 @@ def wrk(base: str, seconds: float, query: str = "", users: int = 100_000) -> dic
 
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
+    result = {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": ms("50%"),
         "p99_ms": ms("99%"),
         "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
     }
+    if pid:
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        result["cpu_us"] = round((cpu_seconds(pid) - before) / max(requests, 1) * 1e6, 1)
+    return result
 
 
 def category_language(name: str) -> tuple[str, str]:
@@ -140,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=100_000, help="viewers of the benchmark log (train_bench.py)")
     parser.add_argument("--alternations", type=int, default=5, help="paired runs: alternations of each pair")
     parser.add_argument("--pair-seconds", type=float, default=5, help="paired runs: wrk duration of each")
+    parser.add_argument("--paired-only", action="store_true", help="only the paired runs (filters, metrics)")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.users, args.seconds, args.repeat, args.workers, args.alternations, args.pair_seconds)))
+    workers = [] if args.paired_only else args.workers
+    paired = args.paired_only or 1 in workers
+    print(json.dumps(run(args.users, args.seconds, args.repeat, workers, args.alternations, args.pair_seconds, paired)))
     return 0
 
 
@@ -152,6 +168,7 @@ def run(
     worker_counts: tuple[int, ...] = (1, 2),
     alternations: int = 5,
     pair_seconds: float = 5,
+    paired: bool = True,
 ) -> dict:
     """Serve the model of the `users`-viewer benchmark log; print the figures and return them."""
     from bench.train_bench import paths
@@ -229,25 +246,25 @@ def run(
                 f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}  {extra}"
             )
         print(f"workers {workers}  service / constant = {ratio:.2f}x (goal >= 0.7x)")
-    if 1 in worker_counts:
+    if paired:
         results["paired"] = paired_runs(model_path, catalog, users, alternations, pair_seconds)
     return results
 
 
-def paired(a: tuple[str, str], b: tuple[str, str], alternations: int, seconds: float, users: int) -> dict:
+def paired(a: tuple, b: tuple, alternations: int, seconds: float, users: int) -> dict:
     """wrk on (base, query) `a` then `b`, alternately, `alternations` times each: the median of
     each one's figures and b's against a's (this machine's noise comes in bursts; a median of
     alternating runs is steadier than the best of two long ones)."""
     runs: dict[str, list[dict]] = {"a": [], "b": []}
     for _ in range(alternations):
-        for side, (base, query) in (("a", a), ("b", b)):
-            runs[side].append(wrk(base, seconds, query, users))
+        for side, (base, query, pid) in (("a", a), ("b", b)):
+            runs[side].append(wrk(base, seconds, query, users, pid))
+    figures = ("rps", "p50_ms", "p99_ms", "cpu_us")
     out = {
-        side: {q: statistics.median(r[q] for r in rs) for q in ("rps", "p50_ms", "p99_ms")}
-        | {"errors": sum(r["errors"] for r in rs)}
+        side: {q: statistics.median(r[q] for r in rs) for q in figures} | {"errors": sum(r["errors"] for r in rs)}
         for side, rs in runs.items()
     }
-    out["b_vs_a"] = {q: round(out["b"][q] / out["a"][q], 3) for q in ("rps", "p50_ms", "p99_ms")}
+    out["b_vs_a"] = {q: round(out["b"][q] / out["a"][q], 3) for q in figures}
     return out
 
 
@@ -269,18 +286,21 @@ def paired_runs(model_path: Path, catalog: Path, users: int, alternations: int, 
             wrk(b, 2, users=users)  # warm-up
         for label, (baseline, query) in FILTERS.items():
             plain = "?live_only=true" if baseline == "live_only" else ""
-            r = results[label] = paired((base, plain), (base, query), alternations, seconds, users)
+            r = results[label] = paired((base, plain, proc.pid), (base, query, proc.pid), alternations, seconds, users)
+            x = r["b_vs_a"]
             print(
                 f"workers 1  {label:<18} {r['b']['rps']:6.0f} req/s against {r['a']['rps']:6.0f} unfiltered "
-                f"({plain or 'default'}); latency p50 {r['b_vs_a']['p50_ms']:.2f}x, p99 {r['b_vs_a']['p99_ms']:.2f}x "
-                f"(goal <= 1.5x; medians of {alternations} alternating {seconds:.0f}-s runs)"
+                f"({plain or 'default'}); latency p50 {x['p50_ms']:.2f}x, p99 {x['p99_ms']:.2f}x (goal <= 1.5x); "
+                f"server CPU per request {r['b']['cpu_us']:.0f} us against {r['a']['cpu_us']:.0f} ({x['cpu_us']:.2f}x)"
             )
-        r = results["metrics"] = paired((off_base, ""), (base, ""), alternations, seconds, users)
-        cost = 1 - r["b_vs_a"]["rps"]
+        r = results["metrics"] = paired((off_base, "", off.pid), (base, "", proc.pid), alternations, seconds, users)
+        cost, x = 1 - r["b_vs_a"]["rps"], r["b_vs_a"]
         print(
             f"workers 1  metrics on {r['b']['rps']:6.0f} req/s, off {r['a']['rps']:6.0f} req/s: cost {cost:.1%} "
-            f"(goal <= 5%); p50 {r['b_vs_a']['p50_ms']:.2f}x, p99 {r['b_vs_a']['p99_ms']:.2f}x"
+            f"(goal <= 5%); p50 {x['p50_ms']:.2f}x, p99 {x['p99_ms']:.2f}x; server CPU per request "
+            f"{r['b']['cpu_us']:.0f} us against {r['a']['cpu_us']:.0f} ({x['cpu_us'] - 1:+.1%})"
         )
+        print(f"workers 1  (medians of {alternations} alternating {seconds:.0f}-s runs each)")
     finally:
         stop_server(proc)
         stop_server(off)

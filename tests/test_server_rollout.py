@@ -148,6 +148,7 @@ def test_metrics_count_the_requests_of_both_workers(server):
     with ThreadPoolExecutor(8) as pool:
         sources = list(pool.map(ask, range(300)))
     assert len(set(h["worker_pid"] for h in health_of_both(base).values())) == 2
+    time.sleep(1.5)  # each worker adds its tallies to the shared counts once a second
     for _ in range(6):  # scrapes answered by either worker: each adds up both
         text = scrape(base)
         assert value(text, "streamrec_requests_total", route=ROUTE) == start + 300
@@ -155,6 +156,7 @@ def test_metrics_count_the_requests_of_both_workers(server):
     assert value(text, "streamrec_request_duration_seconds_count", route=ROUTE) >= 300
     # What is not a route is one series, whatever the path.
     httpx.get(f"{base}/no/such/{time.time()}")
+    time.sleep(1.5)
     text = scrape(base)
     assert value(text, "streamrec_requests_total", route="unmatched", status="404") >= 1
     assert "/no/such" not in text
