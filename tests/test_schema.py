@@ -22,9 +22,10 @@ OPERATIONS = [
     "GET /live",
     "PUT /live",
     "GET /health",
+    "GET /metrics",
     "POST /admin/reload",
 ]
-NO_INPUT = ["GET /health", "GET /live"]
+NO_INPUT = ["GET /health", "GET /live", "GET /metrics"]
 
 
 @pytest.fixture(scope="module")
