@@ -7,13 +7,15 @@ The model is loaded once, in the lifespan handler, and kept on `app.state.served
 model to `create_app` instead of a path). Every user's ranked lists are computed at training
 time, so a request is a slice and a JSON string: it runs on the event loop.
 
-`POST /admin/reload` swaps in a freshly loaded model with one reference assignment: a request
-holds the model it started with until it finishes, so none fails during a swap, and a file that
-fails to load leaves the old model serving. Admin endpoints need `Authorization: Bearer
-<ADMIN_TOKEN>` and are off (404) when no token is set. Every worker maps the model file (one copy
-in the page cache for all); with several workers a reload reaches the one worker that answers
-it: restart the workers instead (`kill -HUP` on the uvicorn parent process restarts them one by
-one). The old model stays mapped, valid, until the last request that holds it finishes.
+A new model swaps in with one reference assignment: a request holds the model it started with
+until it finishes, so none fails during a swap, and a file that fails to load leaves the old
+model serving. Every worker maps the model file (one copy in the page cache for all) and checks
+it once a second: a replaced file (a retrain, `als_fit.py --update`) is loaded in a background
+thread and swapped in, the live set carried over. `POST /admin/reload` does it at once in the
+worker that answers and touches the file so that the others follow. Admin endpoints need
+`Authorization: Bearer <ADMIN_TOKEN>` (checked before a body is read: guards.py) and are off
+(404) when no token is set. The old model stays mapped, valid, until the last request that holds
+it finishes. `GET /metrics`: monitoring.py.
 
 `PUT /live` publishes the live streamers. The set is written to a file (`LIVE_PATH`) that every
 worker checks once a second, ranking a newer set in a background thread before swapping it in,
