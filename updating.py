@@ -94,11 +94,7 @@ def update(
         als=als,
         users=users,
         streamers=streamers,
-        count=merged["count"],
-        watch_time=merged["watch_time"],
-        last_seen=merged["last_seen"],
-        recent=merged["recent"],
-        decayed=merged["decayed"],
+        **merged,  # count, watch_time, last_seen, recent, decayed
         popularity=popularity,
         popular_ranking=ranking,
         catalog=catalog,
