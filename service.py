@@ -240,8 +240,8 @@ class ServedModel:
         languages: list[str] | None = None,
     ) -> tuple[str, bytes]:
         """(source, the JSON body of RecommendationResponse). Raises NoLiveSet for live_only
-        without a live set. With `categories` or `languages`, every source ranks only the streamers that pass, and
-        the answer holds min(k, streamers that pass) of them."""
+        without a live set. With `categories` or `languages`, every source ranks only the
+        streamers that pass, and the answer holds min(k, streamers that pass) of them."""
         model, live = self.model, self.live
         if live_only and live is None:
             raise NoLiveSet
