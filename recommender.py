@@ -122,13 +122,16 @@ class Recommender:
     @cached_property
     def history_keys(self) -> np.ndarray:
         """user * n_streamers + streamer for every history entry, sorted: pair lookups by bisection."""
-        entry_rows = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(self.count.indptr))
-        return entry_rows * self.n_streamers + self.count.indices
+        return self.entry_rows() * self.n_streamers + self.count.indices
 
     @cached_property
     def names_json(self) -> JsonNames:
         """Every streamer name JSON-encoded, for responses built as strings (stored in the file)."""
         return JsonNames.of(self.streamers.ids)
+
+    def entry_rows(self) -> np.ndarray:
+        """The user row of every history entry (aligned with count.data), int64."""
+        return np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(self.count.indptr))
 
     @property
     def n_users(self) -> int:
@@ -159,7 +162,7 @@ class Recommender:
     def _entry_scores(self, name: str) -> np.ndarray:
         """Ranker `name`'s score of every history entry, as _with_own computes it on request."""
         bonus = self.history_bonus if name == "all" else self.live_bonus
-        entry_rows = np.repeat(np.arange(self.n_users), np.diff(self.count.indptr))
+        entry_rows = self.entry_rows()
         out = np.empty(self.count.nnz, dtype=np.float32)
         for lo in range(0, self.count.nnz, 1 << 20):  # blocks: the factor rows of every entry are GBs
             block = slice(lo, min(lo + (1 << 20), self.count.nnz))
@@ -193,7 +196,7 @@ class Recommender:
         """Ranker `name`'s history terms for every history entry (a watched_shift is applied
         where pairs are scored, from their ALS score)."""
         _, w = self.rankers[name].linear()
-        entry_rows = np.repeat(np.arange(self.n_users), np.diff(self.count.indptr))
+        entry_rows = self.entry_rows()
         out = np.empty(self.count.nnz, dtype=np.float32)
         for lo in range(0, self.count.nnz, 1 << 20):  # blocks: features of every entry at once are GBs
             entries = np.arange(lo, min(lo + (1 << 20), self.count.nnz))
@@ -281,8 +284,7 @@ class Recommender:
         bonus = (self.live_bonus if live else self.history_bonus)[entries]
         ranker = self.live_ranker if live and not exclude_watched else None
         vector = self.als.user_factors[row]
-        entry = np.arange(entries.start, entries.stop)
-        return self._rank(vector, best, candidates, k, exclude_watched, watched, bonus, ranker, outside, entry)
+        return self._rank(vector, best, candidates, k, exclude_watched, watched, bonus, ranker, outside, entries)
 
     def recommend_passing(
         self,
@@ -302,7 +304,7 @@ class Recommender:
         best = float(self.best_als[row]) if self.best_als is not None else 0.0
         vector = self.als.user_factors[row]
         rows = candidates.rows
-        _, scores = self._scores(name, vector, best, candidates.factors, candidates.pop[name])
+        scores = self._scores(name, candidates.factors @ vector, best, candidates.pop[name])
         watched, entries = self.history(row)
         own = np.flatnonzero(passes[watched])
         mine = watched[own]
@@ -368,16 +370,16 @@ class Recommender:
         bonus: np.ndarray,
         ranker: str | None = None,
         outside: bool = False,
-        entries: np.ndarray | None = None,
+        entries: slice | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of `candidates` for one user vector by the served ranker (`ranker`, default
         `all`; `new` with exclude_watched). `watched` (sorted streamer rows) are left out with
         exclude_watched; else they are ranked with their history terms `bonus` (of that ranker):
         those that are candidates, and with `outside` all the others too. `entries`: their
-        positions in the history, when they are the viewer's history (not recent names)."""
+        slice of the history, when they are the viewer's history (not recent names)."""
         name = "new" if exclude_watched else (ranker or "all")
         rows = candidates.rows
-        _, scores = self._scores(name, vector, best, candidates.factors, candidates.pop[name])
+        scores = self._scores(name, candidates.factors @ vector, best, candidates.pop[name])
         if len(watched):
             pos = np.searchsorted(rows, watched)
             hit = pos < len(rows)
@@ -385,7 +387,7 @@ class Recommender:
             scores[pos[hit]] = -np.inf  # left out, or ranked below as watched
             if not exclude_watched:
                 own = np.ones(len(watched), dtype=bool) if outside else hit
-                at = entries[own] if entries is not None else None
+                at = np.arange(entries.start, entries.stop)[own] if entries is not None else None
                 rows, scores = self._with_own(name, vector, best, rows, scores, watched[own], bonus[own], at)
         top = top_n(scores, k)
         top = top[np.isfinite(scores[top])]
@@ -420,24 +422,20 @@ class Recommender:
         pop = self.pop_feature[items]
         factors = self.als.item_factors[items]
         als = factors @ vectors if vectors.ndim == 1 else np.einsum("ij,ij->i", factors, vectors)
-        c, w = self.linear[name]
-        own = als * float(w[ALS] - w[GAP])
-        own += c + w[GAP] * best
-        own += (w[POP] * pop).astype(np.float32)
+        own = self._scores(name, als, best, (self.linear[name][1][POP] * pop).astype(np.float32))
         own += self._watched_terms(name, bonus, als, best, pop)
         return own.astype(np.float32, copy=False)
 
-    def _scores(
-        self, name: str, vector: np.ndarray, best: float, factors: np.ndarray, pop: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """ALS scores of some streamers for one user vector, and ranker `name`'s score of them as
-        never watched (`pop`: its popularity term of each)."""
+    def _scores(self, name: str, als: np.ndarray, best, pop: np.ndarray) -> np.ndarray:
+        """Ranker `name`'s score, as never watched, of streamers with ALS scores `als` for a user
+        whose best catalog ALS score is `best` (or one best per streamer); `pop`: the ranker's
+        popularity term of each."""
         c, w = self.linear[name]
-        als = factors @ vector
         scores = als * float(w[ALS] - w[GAP])
-        scores += float(c + w[GAP] * best)
+        # Python floats where one number: numpy scalars cost more per operation.
+        scores += float(c + w[GAP] * best) if np.isscalar(best) else c + w[GAP] * best
         scores += pop
-        return als, scores
+        return scores
 
     def _watched_terms(self, name: str, bonus: np.ndarray, als: np.ndarray, best: float, pop: np.ndarray) -> np.ndarray:
         """What watching adds to ranker `name`'s score: the history terms `bonus` and, for a

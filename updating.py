@@ -148,9 +148,7 @@ def _not_yet_counted(previous: Recommender, frame: pd.DataFrame, users: IdMap, s
     u, s = users.rows(frame[UID]), streamers.rows(frame[STREAMER])
     old = (u < previous.n_users) & (s < previous.n_streamers)
     keys = u[old].astype(np.int64) * previous.n_streamers + s[old]
-    count = previous.count
-    model_keys = np.repeat(np.arange(previous.n_users, dtype=np.int64), np.diff(count.indptr)) * previous.n_streamers
-    model_keys += count.indices
+    model_keys = previous.history_keys
     pos = np.minimum(np.searchsorted(model_keys, keys), len(model_keys) - 1)
     found = model_keys[pos] == keys
     counted = np.zeros(len(frame), dtype=bool)
@@ -172,10 +170,9 @@ def _merge(previous: Recommender, new, time_max: int, time_min: int) -> dict[str
     shift = np.exp(-(time_max - previous.time_max) / (DECAY_SCALE * max(time_max - time_min, 1)))
     # Of a viewer's last RECENT_SESSIONS sessions, those that are new push as many old ones out.
     new_sessions = np.asarray(new.count.sum(axis=1)).ravel()
-    old_total = np.asarray(previous.count.sum(axis=1)).ravel()
     keep = np.clip(RECENT_SESSIONS - new_sessions[: previous.n_users], 0, None)
-    keep = keep / np.maximum(np.minimum(old_total, RECENT_SESSIONS), 1e-9)
-    old_rows = np.repeat(np.arange(previous.n_users), np.diff(previous.count.indptr))
+    keep = keep / np.maximum(np.minimum(previous.user_totals, RECENT_SESSIONS), 1e-9)
+    old_rows = previous.entry_rows()
     columns = {
         "count": (previous.count.data, new.count.data, np.add),
         "watch_time": (previous.watch_time.data, new.watch_time.data, np.add),
