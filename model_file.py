@@ -26,6 +26,7 @@ that maps the old file keeps a valid mapping until it loads the new one.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import tempfile
@@ -39,14 +40,13 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from interactions import IdMap
+from model_checks import ALIGN, MAX_HEADER_BYTES, Header, check_arrays, check_layout, parse_header, typed_header
 from ranking import RankerWeights
 from recommender import JsonNames, Recommender
 
 MAGIC = b"STRMREC\n"
 FORMAT = "streamer-recommender"
 FORMAT_VERSION = 5  # 3: one pickle; 4: JSON header and mapped arrays; 5: ten ranker features, a live ranker
-ALIGN = 4096  # arrays start on page boundaries: a page never holds two arrays
-_DTYPES = {"uint8", "int32", "int64", "uint32", "float32", "float64"}
 _ALS_PARAMS = ("factors", "regularization", "alpha", "iterations", "random_state")
 
 
@@ -191,51 +191,57 @@ def _align(n: int) -> int:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def _read_header(path: Path, f: IO[bytes], size: int) -> dict:
+def _read_header(path: Path, f: IO[bytes], size: int) -> tuple[Header, int]:
+    """(the typed header, where it ends) of an open model file; ValueError says what is wrong."""
     head = f.read(16)
     if len(head) < 16 or head[:8] != MAGIC:
         raise ModelError(f"{path} is not a model file of this service (it does not start with {MAGIC!r})")
     length = int.from_bytes(head[8:], "little")
     if length > size - 16:
         raise ModelError(f"{path} is truncated or not a model file (its header runs past the end of the file)")
+    if length > MAX_HEADER_BYTES:
+        raise ModelError(
+            f"{path} is not a usable model file (a header of {length:,} bytes; at most {MAX_HEADER_BYTES:,})"
+        )
     try:
-        header = json.loads(f.read(length))
+        header = parse_header(f.read(length))
     except ValueError as exc:
         raise ModelError(f"{path} is truncated or not a model file (unreadable header: {_one_line(exc)})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelError(f"{path} is not a model file of this service")
     if header.get("format_version") != FORMAT_VERSION:
         raise ModelError(
-            f"{path} has model format version {header.get('format_version')!r}, this service reads "
+            f"{path} has model format version {_short(header.get('format_version'))}, this service reads "
             f"version {FORMAT_VERSION}"
         )
     if header.get("file_size") != size:
         raise ModelError(
-            f"{path} is truncated or not a model file (the header says {header.get('file_size')!r} bytes; "
+            f"{path} is truncated or not a model file (the header says {_short(header.get('file_size'))} bytes; "
             f"the file has {size:,})"
         )
-    return header
+    return typed_header(header), 16 + length
 
 
-def _map_arrays(header: dict, size: int, readonly: mmap.mmap, copy_on_write: mmap.mmap) -> dict[str, np.ndarray]:
-    """Every array as a view of the mapping. The ALS factors come from a copy-on-write mapping:
-    implicit's solver takes writable buffers only (it never writes them; a write would copy the
-    page for that process alone, never reach the file)."""
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _map_arrays(header: Header, readonly: mmap.mmap, copy_on_write: mmap.mmap) -> dict[str, np.ndarray]:
+    """Every array as a view of the mapping (where they lie was checked: check_layout). The ALS
+    factors come from a copy-on-write mapping: implicit's solver takes writable buffers only (it
+    never writes them; a write would copy the page for that process alone, never reach the file)."""
     arrays = {}
-    for name, spec in header["arrays"].items():
-        dtype, shape, offset = spec["dtype"], [int(n) for n in spec["shape"]], int(spec["offset"])
-        if dtype not in _DTYPES or min(shape, default=0) < 0 or offset % ALIGN:
-            raise ValueError(f"array {name} has dtype {dtype}, shape {shape}, offset {offset}")
-        count = int(np.prod(shape))
-        if offset + count * np.dtype(dtype).itemsize > size:
-            raise ValueError(f"array {name} runs past the end of the file")
+    for name, spec in header.arrays.items():
         source = copy_on_write if name.endswith("_factors") else readonly
-        arrays[name] = np.frombuffer(source, dtype=dtype, count=count, offset=offset).reshape(shape)
+        count = math.prod(spec.shape)
+        arrays[name] = np.frombuffer(source, dtype=spec.dtype, count=count, offset=spec.offset).reshape(spec.shape)
     return arrays
 
 
 def load_model(path: str | Path) -> Recommender:
-    """Map a model file; any problem is a ModelError naming the path and what to do."""
+    """Map a model file and check all of it (model_checks.py) before any of it is used; any
+    problem is a ModelError of one line naming the path and what to do."""
     path = Path(path)
     fix = "train one with: python als_fit.py"
     if not path.exists():
@@ -245,15 +251,23 @@ def load_model(path: str | Path) -> Recommender:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            header = _read_header(path, f, size)
+            header, header_end = _read_header(path, f, size)
+            check_layout(header, header_end, size)
             readonly = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             copy_on_write = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     except ModelError as exc:
         raise ModelError(f"{exc}; {fix}") from None
+    except ValueError as exc:
+        raise ModelError(f"{path} is not a usable model file ({_one_line(exc)}); {fix}") from None
     except OSError as exc:
         raise ModelError(f"cannot read model file {path} ({exc.strerror or exc}); {fix}") from None
     try:
-        return _from_parts(header, _map_arrays(header, size, readonly, copy_on_write))
+        arrays = _map_arrays(header, readonly, copy_on_write)
+        check_arrays(header, arrays)
+    except ValueError as exc:
+        raise ModelError(f"{path} is not a usable model file ({_one_line(exc)}); {fix}") from None
+    try:
+        return _from_parts(header.model_dump(exclude_unset=True), arrays)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ModelError(
             f"{path} is truncated or not a model file ({type(exc).__name__}: {_one_line(exc)}); {fix}"
