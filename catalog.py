@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,11 @@ from interactions import IdMap
 
 REQUIRED = ("streamer_name", "category", "language")
 UNKNOWN = -1  # the code of a streamer whose category (or language) is not known
+# Bounds on what a catalog file or a live set may hold (a Twitch login is at most 25 characters,
+# the longest category names about 60); the category= and language= filters take values as long.
+MAX_NAME_LENGTH = 1024
+MAX_VALUE_LENGTH = 128
+MAX_CATALOG_BYTES = 1 << 30  # 1 GiB: a catalog of 1.5M streamers is about 50 MB
 
 
 class CatalogError(ValueError):
@@ -46,6 +52,11 @@ def read_catalog(path: str | Path) -> Catalog:
     """Read a catalog file; raises CatalogError naming the line of the first problem."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_CATALOG_BYTES:
+            raise CatalogError(
+                f"{path}: expected a streamer catalog of at most {MAX_CATALOG_BYTES:,} bytes; found {size:,}"
+            )
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
@@ -75,6 +86,17 @@ def read_catalog(path: str | Path) -> Catalog:
                     raise CatalogError(f"{path}, line {line}: expected each streamer once; found {name!r} again")
                 category = record[at["category"]].strip() or None
                 language = record[at["language"]].strip() or None
+                long = [
+                    (c, v)
+                    for c, v in (("streamer_name", name), ("category", category), ("language", language))
+                    if v is not None and len(v) > (MAX_NAME_LENGTH if c == "streamer_name" else MAX_VALUE_LENGTH)
+                ]
+                if long:
+                    column, value = long[0]
+                    cap = MAX_NAME_LENGTH if column == "streamer_name" else MAX_VALUE_LENGTH
+                    raise CatalogError(
+                        f"{path}, line {line}: expected a {column} of at most {cap} characters; found {len(value):,}"
+                    )
                 entries[name] = (category, language)
     except FileNotFoundError:
         raise CatalogError(f"{path}: expected a streamer catalog CSV; found no such file") from None
@@ -108,10 +130,19 @@ class Codes:
         language, langs = _assign(self.language, self.languages, rows, languages)
         return Codes(category, language, cats, langs)
 
-    def wanted(self, values: list[str], kind: str) -> np.ndarray:
-        """The codes of `values` (case-insensitive) among this kind's ("category" or "language")."""
-        known = {v.lower(): i for i, v in enumerate(self.categories if kind == "category" else self.languages)}
-        return np.array(sorted({known[v.lower()] for v in values if v.lower() in known}), dtype=np.int32)
+    def wanted(self, values: list[str], kind: str) -> tuple[int, ...]:
+        """The codes of `values` (case-insensitive) among this kind's ("category" or "language"),
+        sorted; values no streamer has are left out."""
+        known = self.category_index if kind == "category" else self.language_index
+        return tuple(sorted({code for code in map(known.get, (v.lower() for v in values)) if code is not None}))
+
+    @cached_property
+    def category_index(self) -> dict[str, int]:
+        return {v.lower(): i for i, v in enumerate(self.categories)}
+
+    @cached_property
+    def language_index(self) -> dict[str, int]:
+        return {v.lower(): i for i, v in enumerate(self.languages)}
 
 
 def _assign(

@@ -12,24 +12,90 @@ A live streamer may come with what the stream is now: its category, its language
 count (`LiveStream`). For live streamers that wins over the streamer catalog (`catalog.py`).
 
 The published streams are also kept in a small JSON file (`write_live`/`read_live`), so that every
-worker process serves the same live set and a restarted worker starts with it.
+worker process serves the same live set and a restarted worker starts with it. `PUT /live` and
+the file share one schema (`LiveUpdate`, `LiveFile`): a file that does not validate is refused
+whole with one line (LiveFileError), never half used.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationError,
+)
 
-from catalog import UNKNOWN, Codes
+from catalog import MAX_NAME_LENGTH, MAX_VALUE_LENGTH, UNKNOWN, Codes
+from model_checks import one_line
 from model_file import atomic_write
 from ranking import ranked_lists
 from recommender import Candidates, Recommender
 
 LIVE_LIST_LENGTH = 20  # live-only lists ranked in advance per user; larger k ranks on request
+MAX_STREAMERS = 1_000_000  # streamers in one live set (Twitch has about 100k live at its peak)
+MAX_VIEWERS = 10**9  # viewers of one stream: more than any stream has had, less than any overflow
+
+
+class LiveFileError(ValueError):
+    """The live-set file cannot be used; the message is one line meant for a person."""
+
+
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("expected text; found a lone surrogate (not UTF-8)") from None
+    return text
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH), AfterValidator(_utf8)]
+Value = Annotated[str, StringConstraints(max_length=MAX_VALUE_LENGTH), AfterValidator(_utf8)]
+
+
+class LiveStreamer(BaseModel):
+    streamer_name: Name
+    category: Value | None = Field(None, description="what the stream is in now (a game, Just Chatting, ...)")
+    language: Value | None = Field(None, description="the stream's language now")
+    viewers: int | None = Field(None, ge=0, le=MAX_VIEWERS, description="viewers watching now")
+
+
+def _kind(item) -> str:
+    return "name" if isinstance(item, str) else "stream"
+
+
+# A name or an object, told apart by type: an error then names the one it was, not both.
+Item = Annotated[Annotated[Name, Tag("name")] | Annotated[LiveStreamer, Tag("stream")], Discriminator(_kind)]
+Streamers = Annotated[
+    list[Item],
+    Field(
+        description="the streamers live now: names, or objects with what is known of the stream now",
+        max_length=MAX_STREAMERS,
+    ),
+]
+
+
+class LiveUpdate(BaseModel):
+    """The body of `PUT /live`."""
+
+    streamers: Streamers
+
+
+class LiveFile(LiveUpdate):
+    """The live-set file every worker reads: what `PUT /live` took, and when."""
+
+    since: AwareDatetime
 
 
 @dataclass(frozen=True)
@@ -52,16 +118,11 @@ class LiveStream:
         }
 
     @classmethod
-    def from_json(cls, item: str | dict) -> LiveStream:
+    def of(cls, item: str | LiveStreamer) -> LiveStream:
+        """From a validated item of `LiveUpdate.streamers`."""
         if isinstance(item, str):
             return cls(item)
-        viewers = item.get("viewers")
-        return cls(
-            str(item["streamer_name"]),
-            item.get("category"),
-            item.get("language"),
-            None if viewers is None else int(viewers),
-        )
+        return cls(item.streamer_name, item.category, item.language, item.viewers)
 
 
 @dataclass(frozen=True)
@@ -175,20 +236,38 @@ def _popular_now(by_popularity: np.ndarray, rows: np.ndarray, viewers: np.ndarra
 def write_live(path: Path, streams: list[LiveStream], since: datetime) -> int:
     """Write the published streams atomically (as the model file is written); returns the file's
     mtime_ns (its version)."""
-    body = json.dumps({"since": since.isoformat(), "streamers": [s.to_json() for s in streams]}).encode()
-    atomic_write(path, lambda f: f.write(body))
+    body = LiveFile.model_validate({"since": since, "streamers": [s.to_json() for s in streams]})
+    atomic_write(path, lambda f: f.write(body.model_dump_json(exclude_none=True).encode()))
     return path.stat().st_mtime_ns
 
 
-def read_live(path: Path) -> tuple[list[LiveStream], datetime, int] | None:
-    """(streams, since, mtime_ns) from a file written by write_live; None if absent or unreadable."""
+def live_file_limit(max_body_bytes: int) -> int:
+    """The largest live-set file read: what a `PUT /live` of MAX_BODY_BYTES can make (the file
+    escapes what the body may have sent raw, at most 6 bytes for 2), with room for `since`."""
+    return 3 * max_body_bytes + 4096
+
+
+def read_live(path: Path, limit: int) -> tuple[list[LiveStream], datetime, int] | None:
+    """(streams, since, mtime_ns) from a file written by write_live; None if there is none.
+    Raises LiveFileError naming the path and the first problem (a file over `limit` bytes, not
+    JSON, or not the schema of PUT /live)."""
     try:
-        version = path.stat().st_mtime_ns
-        data = json.loads(path.read_text())
-        streams = [LiveStream.from_json(item) for item in data["streamers"]]
-        return streams, datetime.fromisoformat(data["since"]), version
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        with open(path, "rb") as f:
+            version = os.fstat(f.fileno()).st_mtime_ns
+            size = f.seek(0, 2)
+            if size > limit:
+                raise LiveFileError(f"{path}: expected a live-set file of at most {limit:,} bytes; found {size:,}")
+            f.seek(0)
+            body = f.read()
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise LiveFileError(f"{path}: cannot read the live set ({exc.strerror or exc})") from None
+    try:
+        data = LiveFile.model_validate_json(body)
+    except ValidationError as exc:
+        raise LiveFileError(f"{path}: not a live-set file: {one_line(exc)}") from None
+    return [LiveStream.of(item) for item in data.streamers], data.since, version
 
 
 def _live_lists(model: Recommender, known: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:

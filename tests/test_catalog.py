@@ -76,3 +76,25 @@ def test_unusable_files_are_one_line_naming_the_line(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(CatalogError, match="found no such file"):
         read_catalog(tmp_path / "none.csv")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("x" * 1025 + ",Chess,en", "line 2: expected a streamer_name of at most 1024 characters; found 1,025"),
+        ("alpha0," + "c" * 129 + ",en", "line 2: expected a category of at most 128 characters; found 129"),
+        ("alpha0,Chess," + "l" * 200, "line 2: expected a language of at most 128 characters; found 200"),
+    ],
+)
+def test_values_longer_than_a_filter_can_ask_for_are_refused(tmp_path, line, expected):
+    with pytest.raises(CatalogError, match=expected):
+        read_catalog(write(tmp_path, f"streamer_name,category,language\n{line}\n"))
+
+
+def test_a_catalog_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch):
+    import catalog
+
+    monkeypatch.setattr(catalog, "MAX_CATALOG_BYTES", 100)
+    path = write(tmp_path, "streamer_name,category,language\n" + "alpha0,Chess,en\n" * 10)
+    with pytest.raises(CatalogError, match="expected a streamer catalog of at most 100 bytes; found 192"):
+        read_catalog(path)
