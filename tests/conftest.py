@@ -97,3 +97,14 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
             total += float(m.group(2))
     return total
+
+
+@pytest.fixture(scope="session")
+def demo_size_model(tmp_path_factory) -> Path:
+    """The model `make run` serves: the built-in demo log (8,000 viewers, about 15,800 streamers),
+    with its streamer catalog beside the sessions, trained by the real CLI."""
+    folder = tmp_path_factory.mktemp("demo")
+    env = clean_env(DEMO_DATA_PATH=str(folder / "demo_sessions.csv"), MODEL_PATH=str(folder / "model.pkl"))
+    result = run_cli("als_fit.py", env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return folder / "model.pkl"
