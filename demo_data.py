@@ -306,7 +306,8 @@ def streamer_catalog(frame: pd.DataFrame, names: np.ndarray, community: np.ndarr
     n = int(community.max()) + 1
     category = np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), n)]
     language = np.array(LANGUAGES)[rng.integers(0, len(LANGUAGES), n)]
-    seen = np.isin(names, frame[COLUMNS[2]].unique())
+    # A hash lookup: np.isin on arrays of strings compares every name with every other (hours at 1M).
+    seen = pd.Index(names).isin(frame[COLUMNS[2]].unique())
     return pd.DataFrame(
         {"streamer_name": names[seen], "category": category[community[seen]], "language": language[community[seen]]}
     )
