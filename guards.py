@@ -1,11 +1,15 @@
-"""What a request must pass before the service reads its body: the admin token on the admin
-routes, and a body no larger than MAX_BODY_BYTES.
+"""What a request must pass before the service reads its body, and what every answer carries.
 
 FastAPI reads and parses a JSON body before it runs a route's dependencies, so without this an
 unauthenticated `PUT /live` of 162 MB was read in full (+340 MB in the worker, 0.9 s) only to be
 answered 401. `Guard` is a plain ASGI middleware in front of the app: it answers an admin route
-without a valid token at once, a declared Content-Length over the limit with 413 at once, and a
-body sent without one (chunked) with 413 as soon as the bytes read pass the limit.
+without a valid token at once, a declared Content-Length over the limit with 413 at once, a body
+sent without one (chunked) with 413 as soon as the bytes read pass the limit, and a request
+target (path and query) over MAX_TARGET_BYTES with 414.
+
+It also answers HEAD wherever GET answers (load balancers health-check with HEAD; FastAPI routes
+declare GET only), and adds `X-Content-Type-Options: nosniff` to every answer and
+`Cache-Control: no-store` to the admin routes' answers.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ def refusal_headers(status: int) -> dict[str, str]:
     return {"WWW-Authenticate": "Bearer"} if status == 401 else {}
 
 
+MAX_TARGET_BYTES = 16 * 1024  # path and query of one request; h11's limit for a whole head is 16 KiB too
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+NO_STORE = (b"cache-control", b"no-store")
+
+
 def too_large(limit: int, found: str) -> str:
     return f"request body too large: expected at most {limit:,} bytes (MAX_BODY_BYTES); found {found}"
 
@@ -48,16 +57,33 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if (scope["method"], scope["path"]) in self.admin:
+        target = len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"])
+        if target > MAX_TARGET_BYTES:
+            expected = f"expected at most {MAX_TARGET_BYTES:,} bytes of path and query"
+            return await _respond(send, 414, f"request target too long: {expected}; found {target:,}")
+        head = scope["method"] == "HEAD"
+        if head:  # a copy: the server keeps its own scope, and so still sends no body
+            scope = {**scope, "method": "GET"}
+        admin = (scope["method"], scope["path"]) in self.admin
+        if admin:
             refusal = admin_refusal(self.token(), _header(scope, b"authorization"))
             if refusal is not None:
                 return await _respond(send, *refusal)
+        extra = (NOSNIFF, NO_STORE) if admin else (NOSNIFF,)
+
+        async def secured(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            elif head and message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
         limit = self.limit()
         declared = _header(scope, b"content-length")
         if declared is not None:
             if declared.isdigit() and int(declared) > limit:
                 return await _respond(send, 413, too_large(limit, f"a Content-Length of {int(declared):,}"))
-            return await self.app(scope, receive, send)
+            return await self.app(scope, receive, secured)
         # No declared length: count what is read, and stop at the limit.
         read = 0
 
@@ -70,7 +96,7 @@ class Guard:
                     raise HTTPException(413, too_large(limit, f"more than {limit:,} bytes sent without a length"))
             return message
 
-        return await self.app(scope, counted, send)
+        return await self.app(scope, counted, secured)
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -82,9 +108,9 @@ def _header(scope, name: bytes) -> str | None:
 
 async def _respond(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), NOSNIFF, NO_STORE]
     headers += [(k.lower().encode(), v.encode()) for k, v in refusal_headers(status).items()]
-    if status == 413:
+    if status in (413, 414):
         headers.append((b"connection", b"close"))  # the unread body is not worth reading to keep the connection
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -25,10 +25,14 @@ memory and added once a second (Metrics.flush): a scrape may miss another worker
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import time
 from bisect import bisect_left
 from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
 
 from prometheus_client import (
     REGISTRY,
@@ -41,33 +45,62 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from settings import SettingsError
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-REQUESTS = Counter("streamrec_requests", "HTTP requests answered", ["route", "status", "source"])
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-LATENCY = Histogram(
-    "streamrec_request_duration_seconds",
-    "time from the request's arrival at the app to its last response byte",
-    ["route"],
-    buckets=BUCKETS,
-)
-MODEL_CREATED = Gauge(
-    "streamrec_model_created_timestamp_seconds",
-    "when the model each worker serves was trained (Unix time)",
-    multiprocess_mode="liveall",
-)
-MODEL_USERS = Gauge("streamrec_model_users", "viewers the served model knows", multiprocess_mode="livemax")
-MODEL_STREAMERS = Gauge("streamrec_model_streamers", "streamers the served model knows", multiprocess_mode="livemax")
-LIVE_STREAMERS = Gauge(
-    "streamrec_live_streamers", "live streamers in the published live set", multiprocess_mode="livemax"
-)
-LIVE_PUBLISHED = Gauge(
-    "streamrec_live_published_timestamp_seconds",
-    "when the live set a worker serves was published (Unix time; the oldest over workers)",
-    multiprocess_mode="livemin",
-)
-RELOADS = Counter("streamrec_reloads", "model reloads, by result", ["result"])
+_DEAD_FILE = re.compile(r"gauge_live\w*_(\d+)\.db$")
+
+
+class MetricsDirError(SettingsError):
+    """PROMETHEUS_MULTIPROC_DIR names no directory: one line for a person."""
+
+
+def check_multiproc_dir() -> None:
+    """Raise MetricsDirError when PROMETHEUS_MULTIPROC_DIR is set to something not a directory:
+    prometheus-client would fail with a traceback on the first metric it creates."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder and not os.path.isdir(folder):
+        raise MetricsDirError(
+            f"{MULTIPROC_ENV}={folder}: expected an existing directory for the workers' counts; found none "
+            f"(create it, or unset it and let platform.py make one)"
+        )
+
+
+@functools.cache
+def families() -> SimpleNamespace:
+    """The Prometheus metrics, created on first use rather than at import: with several workers
+    creating one writes a file in PROMETHEUS_MULTIPROC_DIR, which must be checked first."""
+    check_multiproc_dir()
+    return SimpleNamespace(
+        requests=Counter("streamrec_requests", "HTTP requests answered", ["route", "status", "source"]),
+        latency=Histogram(
+            "streamrec_request_duration_seconds",
+            "time from the request's arrival at the app to its last response byte",
+            ["route"],
+            buckets=BUCKETS,
+        ),
+        model_created=Gauge(
+            "streamrec_model_created_timestamp_seconds",
+            "when the model each worker serves was trained (Unix time)",
+            multiprocess_mode="liveall",
+        ),
+        model_users=Gauge("streamrec_model_users", "viewers the served model knows", multiprocess_mode="livemax"),
+        model_streamers=Gauge(
+            "streamrec_model_streamers", "streamers the served model knows", multiprocess_mode="livemax"
+        ),
+        live_streamers=Gauge(
+            "streamrec_live_streamers", "live streamers in the published live set", multiprocess_mode="livemax"
+        ),
+        live_published=Gauge(
+            "streamrec_live_published_timestamp_seconds",
+            "when the live set a worker serves was published (Unix time; the oldest over workers)",
+            multiprocess_mode="livemin",
+        ),
+        reloads=Counter("streamrec_reloads", "model reloads, by result", ["result"]),
+    )
 
 
 class Metrics:
@@ -80,7 +113,9 @@ class Metrics:
     """
 
     def __init__(self, enabled: bool = True):
+        """Raises MetricsDirError (enabled, with a PROMETHEUS_MULTIPROC_DIR that is no directory)."""
         self.enabled = enabled
+        self.m = families() if enabled else None
         self._counts: dict[tuple[str, int, str], int] = {}  # since the last flush
         self._latency: dict[str, list] = {}  # route -> observations per bucket (+Inf last), then their sum
 
@@ -99,9 +134,9 @@ class Metrics:
         counts, self._counts = self._counts, {}
         latency, self._latency = self._latency, {}
         for (route, status, source), n in counts.items():
-            REQUESTS.labels(route, str(status), source).inc(n)
+            self.m.requests.labels(route, str(status), source).inc(n)
         for route, tally in latency.items():
-            child = LATENCY.labels(route)
+            child = self.m.latency.labels(route)
             # prometheus-client has no observe-many: its per-bucket values (not cumulative, as
             # observe() keeps them) and its sum take the tally directly.
             for bucket, n in zip(child._buckets, tally[:-1], strict=True):
@@ -114,21 +149,21 @@ class Metrics:
             return
         created = model.metadata.get("created_at")
         try:
-            MODEL_CREATED.set(datetime.fromisoformat(created).timestamp() if created else 0)
-        except ValueError:
-            MODEL_CREATED.set(0)
-        MODEL_USERS.set(model.n_users)
-        MODEL_STREAMERS.set(model.n_streamers)
+            self.m.model_created.set(datetime.fromisoformat(created).timestamp() if created else 0)
+        except (TypeError, ValueError):
+            self.m.model_created.set(0)
+        self.m.model_users.set(model.n_users)
+        self.m.model_streamers.set(model.n_streamers)
 
     def live(self, live) -> None:
         if not self.enabled or live is None:
             return
-        LIVE_STREAMERS.set(len(live))
-        LIVE_PUBLISHED.set(live.since.timestamp())
+        self.m.live_streamers.set(len(live))
+        self.m.live_published.set(live.since.timestamp())
 
     def reloaded(self, ok: bool) -> None:
         if self.enabled:
-            RELOADS.labels("done" if ok else "failed").inc()
+            self.m.reloads.labels("done" if ok else "failed").inc()
 
     def worker_exit(self) -> None:
         """Drop this worker's per-worker gauges from the shared directory (a clean exit)."""
@@ -158,7 +193,9 @@ class _LiveAge:
 
 def exposition() -> bytes:
     """The text a scrape gets: every worker's counts in multiprocess mode, else this process's."""
-    if os.environ.get(MULTIPROC_ENV):
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder:
+        forget_dead_workers(folder)
         registry = CollectorRegistry()
         source = multiprocess.MultiProcessCollector(registry)
     else:
@@ -166,6 +203,33 @@ def exposition() -> bytes:
         registry.register(_Forward(REGISTRY))
     registry.register(_LiveAge(source))
     return generate_latest(registry)
+
+
+def forget_dead_workers(folder: str) -> list[int]:
+    """Remove the per-worker gauges of worker processes that are gone (killed and respawned:
+    uvicorn's supervisor does not tell prometheus-client), so a scrape shows only live workers.
+    Counters keep every worker's totals: a counter that went down would read as a reset."""
+    dead = set()
+    for name in os.listdir(folder):
+        match = _DEAD_FILE.match(name)
+        if match and not _alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, folder)
+    return sorted(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is gone too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class _Forward:

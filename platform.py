@@ -35,13 +35,13 @@ else:
     from pathlib import Path
 
     def main(argv: list[str] | None = None) -> int:
-        import uvicorn
+        from settings import SettingsError, check_service, get_settings
 
-        from model_file import ModelError, load_model
-        from service import create_app
-        from settings import get_settings
-
-        settings = get_settings()
+        try:
+            settings = get_settings()
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         parser = argparse.ArgumentParser(
             description="Serve streamer recommendations over HTTP.",
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -53,6 +53,24 @@ else:
         args = parser.parse_args(argv)
         if not 1 <= args.workers <= 64:
             parser.error(f"--workers must be between 1 and 64; got {args.workers}")
+        if not 1 <= args.port <= 65535:
+            parser.error(f"--port must be between 1 and 65535; got {args.port}")
+        # Everything that would stop the server after the model is loaded, said first in one line.
+        try:
+            check_service(settings)
+            from monitoring import check_multiproc_dir
+
+            if settings.metrics:
+                check_multiproc_dir()
+            check_port(args.host, args.port)
+        except (SettingsError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+        import uvicorn
+
+        from model_file import ModelError, load_model
+        from service import create_app
 
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
         # Load once here so that a missing or broken model stops startup with one clear line
@@ -67,7 +85,7 @@ else:
             # The same path for /admin/reload as for startup.
             settings = settings.model_copy(update={"model_path": Path(args.model)})
             app = create_app(settings, recommender=recommender)
-            uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+            uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(), server_header=False)
         else:
             # Workers import the app by name and each load the model in their lifespan.
             del recommender
@@ -88,11 +106,29 @@ else:
                     port=args.port,
                     workers=args.workers,
                     log_level=settings.log_level.lower(),
+                    server_header=False,
                 )
             finally:
                 if own_dir:
                     shutil.rmtree(own_dir, ignore_errors=True)
         return 0
+
+    def check_port(host: str, port: int) -> None:
+        """Raise OSError, in one line, when the server could not listen on host:port (in use, an
+        address this machine does not have): before the model is loaded, not after."""
+        import socket
+
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (HOST, PORT or --port)") from None
 
     if __name__ == "__main__":
         sys.exit(main())

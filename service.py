@@ -28,27 +28,33 @@ import asyncio
 import json
 import logging
 import os
+import pathlib
+import sys
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
 import demo_data
 from catalog import Catalog, CatalogError, Codes, catalog_codes, read_catalog
+from filters import FilterCache, Passing, filter_key, gather
 from guards import Guard, admin_refusal, refusal_headers
-from live import LiveSet, LiveStream, read_live, write_live
+from live import LiveFileError, LiveSet, LiveStream, LiveUpdate, live_file_limit, read_live, write_live
 from model_file import ModelError, load_model
 from monitoring import CONTENT_TYPE, Metrics, RequestMetrics, exposition
-from recommender import PERSONAL, POPULAR, RECENT, Candidates, Recommender
-from settings import Settings, get_settings, live_file
+from recommender import PERSONAL, POPULAR, RECENT, Recommender
+from settings import Settings, SettingsError, check_service, get_settings, live_file
 
 log = logging.getLogger("service")
 
@@ -56,7 +62,6 @@ MAX_K = 100
 MAX_RECENT = 500  # recent streamer names used per request; more are ignored
 LIVE_CHECK_SECONDS = 1.0  # how often a worker looks for a live set another worker published
 NAME_CACHE = 100_000  # JSON-encoded streamer names kept per worker (about 10 MB); then started afresh
-FILTER_CACHE = 256  # category/language filters whose streamers are kept gathered, per live set
 
 
 class Recommendation(BaseModel):
@@ -76,20 +81,6 @@ class RecommendationResponse(BaseModel):
 class SimilarResponse(BaseModel):
     streamer_name: str
     similar: list[Recommendation]
-
-
-class LiveStreamer(BaseModel):
-    streamer_name: str = Field(min_length=1)
-    category: str | None = Field(None, description="what the stream is in now (a game, Just Chatting, ...)")
-    language: str | None = Field(None, description="the stream's language now")
-    viewers: int | None = Field(None, ge=0, description="viewers watching now")
-
-
-class LiveUpdate(BaseModel):
-    streamers: list[str | LiveStreamer] = Field(
-        description="the streamers live now: names, or objects with what is known of the stream now",
-        max_length=1_000_000,
-    )
 
 
 class LiveStatus(BaseModel):
@@ -125,22 +116,30 @@ class NoLiveSet(Exception):
     """live_only was asked for before any live set was published."""
 
 
-@dataclass(frozen=True)
-class Filtered:
-    """What one category/language filter lets through, gathered once per live set: a request
-    with it then costs what an unfiltered one does."""
-
-    mask: np.ndarray  # bool per streamer row
-    catalog: Candidates  # the catalog's streamers that pass
-    popular: np.ndarray  # the streamers that pass, most popular first
-    live: Candidates | None  # the live streamers that pass
-    live_popular: np.ndarray | None  # the same, most viewers now (or most popular) first
-    share: float  # of the catalog, the share that passes
-
-
 def split_values(text: str | None) -> list[str]:
     """`a, b,,c` -> ["a", "b", "c"]: a comma-separated query value."""
     return [v.strip() for v in text.split(",") if v.strip()] if text else []
+
+
+def filter_values(name: str, text: str | None, settings: Settings) -> list[str]:
+    """A category= or language= value as its values; more of them, or longer ones, than the
+    settings allow are a 422 naming the parameter (in FastAPI's own shape of a 422)."""
+    values = split_values(text)
+    most, longest = settings.max_filter_values, settings.max_filter_value_length
+    if len(values) > most or any(len(v) > longest for v in values):
+        found = max(len(v) for v in values)
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", name),
+                    "msg": f"expected at most {most} comma-separated values of at most {longest} characters "
+                    f"(MAX_FILTER_VALUES, MAX_FILTER_VALUE_LENGTH); found {len(values)}, the longest {found}",
+                    "input": text[:100],
+                }
+            ]
+        )
+    return values
 
 
 class ServedModel:
@@ -154,72 +153,52 @@ class ServedModel:
         live: LiveSet | None = None,
         names_cache: dict[int, str] | None = None,
         codes: Codes | None = None,
+        filter_budget: int = 32 << 20,
     ):
         self.model = model
         self.live = live
         # Category and language per streamer row: the catalog's (STREAMERS_PATH); a live set's
         # are the catalog's with what was published for the live streamers over them.
         self.catalog_codes = codes if codes is not None else Codes.empty(model.n_streamers)
-        self._filters: dict[tuple, Filtered] = {}
-        # Stored in a model file; derived here only for a model trained in this process.
-        self.names_json = model.names_json
+        self.filters = FilterCache(filter_budget)
         self._names: dict[int, str] = names_cache if names_cache is not None else {}
-        model.history_bonus  # noqa: B018 - likewise: not inside the first live-only request
+        model.history_bonus  # noqa: B018 - derived now, not inside the first request that needs it
 
     def with_live(self, streams: list[LiveStream], since: datetime | None = None) -> ServedModel:
         live = LiveSet.build(self.model, streams, since, codes=self.catalog_codes)
-        return ServedModel(self.model, live, self._names, self.catalog_codes)
+        return ServedModel(self.model, live, self._names, self.catalog_codes, self.filters.budget)
 
     def for_model(self, model: Recommender, catalog: Catalog | None) -> ServedModel:
         """The same live streamers (by name, with their metadata) on another model and catalog."""
         codes = catalog_codes(catalog, model.streamers)
         live = LiveSet.build(model, list(self.live.streams), self.live.since, codes=codes) if self.live else None
-        return ServedModel(model, live, None, codes)
+        return ServedModel(model, live, None, codes, self.filters.budget)
 
     @property
     def codes(self) -> Codes:
         return self.live.codes if self.live is not None and self.live.codes is not None else self.catalog_codes
 
-    def filtered(self, categories: list[str], languages: list[str]) -> Filtered:
-        """The streamers a filter lets through: their category is one of `categories` (if any
-        are given) and their language one of `languages`, case-insensitively; a streamer with
-        it unknown never passes."""
-        asked = (tuple(categories), tuple(languages))  # as asked: most requests repeat a few
-        found = self._filters.get(asked)
-        if found is not None:
-            return found
-        key = (frozenset(c.lower() for c in categories), frozenset(v.lower() for v in languages))
-        found = self._filters.get(key)
-        if found is not None:
-            self._filters[asked] = found
-            return found
-        model, live, codes = self.model, self.live, self.codes
-        mask = np.ones(model.n_streamers, dtype=bool)
-        if categories:
-            mask &= np.isin(codes.category, codes.wanted(categories, "category"))
-        if languages:
-            mask &= np.isin(codes.language, codes.wanted(languages, "language"))
-        found = Filtered(
-            mask=mask,
-            catalog=model.candidates(model.catalog[mask[model.catalog]]),
-            popular=model.popular_ranking[mask[model.popular_ranking]],
-            live=model.candidates(live.rows[mask[live.rows]]) if live is not None else None,
-            live_popular=live.popular[mask[live.popular]] if live is not None else None,
-            share=float(mask[model.catalog].mean()) if len(model.catalog) else 0.0,
-        )
-        if len(self._filters) >= 2 * FILTER_CACHE:  # each under its key and as asked
-            self._filters.clear()
-        self._filters[key] = self._filters[asked] = found
-        return found
+    def filtered(self, categories: list[str], languages: list[str], live_only: bool = False) -> Passing:
+        """The streamers a filter lets through, of the catalog (of the live set with `live_only`):
+        their category is one of `categories` (if any are given) and their language one of
+        `languages`, case-insensitively; a streamer with it unknown never passes."""
+        codes = self.codes
+        key = filter_key(codes, categories, languages, live_only)
+        if live_only:
+            live = self.live
+            return self.filters.get(key, lambda: gather(self.model, codes, key, live.rows, live.popular))
+        model = self.model
+        return self.filters.get(key, lambda: gather(model, codes, key, model.catalog, model.popular_ranking))
 
     def name_json(self, row: int) -> str:
-        """One streamer's name, JSON-encoded: from the file's blob once, then from a small cache
-        (the streamers a worker serves are mostly the catalog's few thousand)."""
+        """One streamer's name, JSON-encoded: from the id map once, then from a small cache (the
+        streamers a worker serves are mostly the catalog's few thousand). Encoded here rather than
+        read from the file's `streamer_json`, so that no byte of a file reaches an answer unencoded."""
         name = self._names.get(row)
         if name is None:
             if len(self._names) >= NAME_CACHE:
                 self._names.clear()
-            name = self._names[row] = self.names_json[row].decode()
+            name = self._names[row] = json.dumps(self.model.streamers.name(row))
         return name
 
     def items_json(self, rows, scores) -> str:
@@ -245,7 +224,7 @@ class ServedModel:
         model, live = self.model, self.live
         if live_only and live is None:
             raise NoLiveSet
-        only = self.filtered(categories or [], languages or []) if categories or languages else None
+        only = self.filtered(categories or [], languages or [], live_only) if categories or languages else None
         row = model.users.get(user_id)
         result, seen = None, None
         if row is not None:
@@ -272,15 +251,15 @@ class ServedModel:
         return source, f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
 
     def _personal_filtered(
-        self, row: int, k: int, exclude_watched: bool, live_only: bool, only: Filtered
+        self, row: int, k: int, exclude_watched: bool, live_only: bool, only: Passing
     ) -> tuple[np.ndarray, np.ndarray]:
         """A known viewer's ranking among the streamers that pass: the stored list with the rest
         left out when that still gives k, else the same ranking on request among them."""
         model, live = self.model, self.live
         lists = live.lists if live_only else model.lists
         # The stored list (30 long; 20 live) is tried when k of it are expected to pass (a third
-        # of the catalog or more): a wide filter such as a big language is then a slice. A
-        # narrower one is ranked on request among the streamers that pass.
+        # of the catalog, or of the live set, or more): a wide filter such as a big language is
+        # then a slice. A narrower one is ranked on request among the streamers that pass.
         if lists is not None and only.share * lists["all"][0].shape[1] >= k:
             ids, scores = lists["new" if exclude_watched else "all"]
             top = ids[row]
@@ -290,16 +269,16 @@ class ServedModel:
                 picked = np.flatnonzero(ok)[:k]
                 return top[picked], scores[row, picked]
         if live_only:
-            return model.recommend_passing(row, only.live, only.mask, k, exclude_watched, live=live.mask)
-        return model.recommend_passing(row, only.catalog, only.mask, k, exclude_watched)
+            return model.recommend_passing(row, only.candidates, only.mask, k, exclude_watched, live=live.mask)
+        return model.recommend_passing(row, only.candidates, only.mask, k, exclude_watched)
 
-    def _popular(self, k: int, live_only: bool, only: Filtered | None) -> tuple[np.ndarray, np.ndarray]:
+    def _popular(self, k: int, live_only: bool, only: Passing | None) -> tuple[np.ndarray, np.ndarray]:
         """The popular list (of the live streamers with live_only: by viewers now when those
         were published), of the streamers that pass `only` if given."""
         if only is None:
             ranking = self.live.popular if live_only else None
         else:
-            ranking = only.live_popular if live_only else only.popular
+            ranking = only.popular(k)
         rows, scores = self.model.recommend_popular(k, ranking)
         return rows, self._popular_scores(rows, scores, live_only)
 
@@ -313,16 +292,16 @@ class ServedModel:
         result: tuple[np.ndarray, np.ndarray],
         k: int,
         live_only: bool,
-        only: Filtered,
+        only: Passing,
         seen: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """A filtered ranking shorter than k (few of the catalog pass) completed with the popular
         streamers that pass, scored below it; never one already listed or, with `seen`, watched."""
         rows, scores = result
-        ranking = only.live_popular if live_only else only.popular
+        skip = rows if seen is None else np.concatenate([rows, seen[seen >= 0]])
+        ranking = only.popular(k + len(skip))
         if not len(ranking):
             return result
-        skip = rows if seen is None else np.concatenate([rows, seen[seen >= 0]])
         extra, _ = self.model.recommend_popular(k - len(rows), ranking, exclude=skip)
         floor = float(scores[-1]) if len(scores) else 0.0
         return np.concatenate([rows, extra]), np.concatenate([scores, floor - 1.0 - np.arange(len(extra))])
@@ -357,12 +336,13 @@ def sync_live(app: FastAPI, force: bool = False) -> None:
         version = live_file(state.settings).stat().st_mtime_ns
     except OSError:
         return
-    if version != state.live_version and not state.live_building:
-        state.live_building = True
-        if force:
-            _take_up_live(app)
-        else:
-            threading.Thread(target=_take_up_live, args=(app,), daemon=True).start()
+    if version in (state.live_version, state.live_failed) or state.live_building:
+        return
+    state.live_building = True
+    if force:
+        _take_up_live(app, version)
+    else:
+        threading.Thread(target=_take_up_live, args=(app, version), daemon=True).start()
 
 
 def file_version(path: str | os.PathLike) -> tuple[int, int, int] | None:
@@ -400,6 +380,9 @@ def _take_up_model(app: FastAPI, version: tuple[int, int, int]) -> None:
             state.served.model.metadata.get("created_at"),
             exc,
         )
+    except Exception:  # noqa: BLE001 - a bug, not a bad file: logged in full, once per file version
+        state.model_failed = version
+        log.exception("model file replaced but not loaded; still serving the model it had")
     finally:
         state.model_loading = False
 
@@ -412,7 +395,7 @@ def reload_served(app: FastAPI) -> tuple[Recommender, Recommender]:
     settings: Settings = state.settings
     old: Recommender = state.served.model
     try:
-        new = load_model(settings.model_path)
+        new = load_and_remember(settings.model_path)
         served = state.served.for_model(new, load_catalog(settings, new))
     except (ModelError, CatalogError):
         state.metrics.reloaded(ok=False)
@@ -430,6 +413,55 @@ def reload_served(app: FastAPI) -> tuple[Recommender, Recommender]:
     return old, new
 
 
+def last_good(path: str | os.PathLike) -> pathlib.Path:
+    """Where workers keep a hard link to the last model file that loaded, beside it."""
+    path = pathlib.Path(path)
+    return path.with_name(f".{path.name}.last-good")
+
+
+def load_and_remember(path: str | os.PathLike) -> Recommender:
+    """load_model, and a hard link to the file just loaded at last_good(path): a worker started
+    while a file that does not load is in place (uvicorn restarts a worker that died; a second
+    worker still starting during a rollout) serves that instead of failing its startup, which
+    would make uvicorn stop every worker. The link costs disk only once the file is replaced: the
+    previous version stays until another loads."""
+    before = file_version(path)
+    model = load_model(path)
+    link = last_good(path)
+    if before is None or file_version(path) != before:
+        return model  # replaced while it loaded: which version was loaded is not certain
+    tmp = link.with_name(f"{link.name}.{os.getpid()}.tmp")
+    try:
+        os.link(path, tmp)
+        if os.stat(tmp).st_ino == before[0]:
+            os.replace(tmp, link)
+    except OSError as exc:
+        log.debug("no last-good link for %s: %s", path, exc)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return model
+
+
+def load_at_start(path: str | os.PathLike) -> tuple[Recommender, tuple[int, int, int] | None]:
+    """(model, the version of `path` that did not load, or None): the model file, or when it does
+    not load and a last good one is there, that one, said in one line. Raises ModelError when
+    neither loads."""
+    try:
+        return load_and_remember(path), None
+    except ModelError as exc:
+        fallback = last_good(path)
+        if not fallback.is_file():
+            raise
+        failed = file_version(path)
+        model = load_model(fallback)
+        log.error(
+            "%s; serving the last model file that loaded (created at %s) until it is replaced",
+            exc,
+            model.metadata.get("created_at"),
+        )
+        return model, failed
+
+
 async def watch_files(app: FastAPI) -> None:
     """Every LIVE_CHECK_SECONDS: one stat of the live file and one of the model file, on the
     event loop (what changed is taken up in a background thread), and this worker's request
@@ -444,10 +476,13 @@ async def watch_files(app: FastAPI) -> None:
             log.exception("could not take up a published live set or model file")
 
 
-def _take_up_live(app: FastAPI) -> None:
+def _take_up_live(app: FastAPI, seen: int) -> None:
+    """Read the live-set file (version `seen` when it was looked at) and swap its set in. A file
+    that does not validate is one log line, and skipped until it changes: the set served stays."""
     state = app.state
+    settings: Settings = state.settings
     try:
-        published = read_live(live_file(state.settings))
+        published = read_live(live_file(settings), live_file_limit(settings.max_body_bytes))
         if published is None:
             return
         streams, since, version = published
@@ -455,9 +490,20 @@ def _take_up_live(app: FastAPI) -> None:
             if version != state.live_version:
                 state.served = state.served.with_live(streams, since)
                 state.live_version = version
-                state.metrics.live(state.served.live)
+        state.metrics.live(state.served.live)
+    except LiveFileError as exc:
+        state.live_failed = seen
+        log.error("live set not taken up; %s: %s", _serving_live(state), exc)
+    except Exception:  # noqa: BLE001 - a bug, not a bad file: logged in full, once per file version
+        state.live_failed = seen
+        log.exception("live set not taken up; %s", _serving_live(state))
     finally:
         state.live_building = False
+
+
+def _serving_live(state) -> str:
+    live = state.served.live if state.served is not None else None
+    return "serving no live set" if live is None else f"still serving the set published at {live.since.isoformat()}"
 
 
 CATEGORY_HELP = "only streamers in one of these categories, comma-separated, any case (see STREAMERS_PATH, PUT /live)"
@@ -488,12 +534,18 @@ def _live_status(live: LiveSet) -> LiveStatus:
 
 
 def create_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
-    """The app; `recommender` skips loading from `settings.model_path` (already loaded)."""
+    """The app; `recommender` skips loading from `settings.model_path` (already loaded). Raises
+    SettingsError for settings the service cannot start with (check_service)."""
     settings = settings or get_settings()
+    check_service(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        model = recommender if recommender is not None else load_model(settings.model_path)
+        version, failed = file_version(settings.model_path), None
+        if recommender is not None:
+            model = recommender
+        else:
+            model, failed = load_at_start(settings.model_path)
         # Requests do small matrix-vector products; BLAS threads would only add wake-ups.
         blas = threadpool_limits(1, "blas")
         try:
@@ -501,13 +553,15 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         except CatalogError as exc:  # serve without categories and languages rather than not at all
             log.error("streamer catalog not loaded: %s", exc)
             catalog = None
-        app.state.served = ServedModel(model, codes=catalog_codes(catalog, model.streamers))
+        app.state.served = ServedModel(
+            model, codes=catalog_codes(catalog, model.streamers), filter_budget=settings.filter_cache_mb << 20
+        )
         app.state.settings = settings
         app.state.metrics = metrics
         metrics.model(model)
         app.state.reload_lock = threading.Lock()
-        app.state.live_version, app.state.live_building = None, False
-        app.state.model_version, app.state.model_failed = file_version(settings.model_path), None
+        app.state.live_version, app.state.live_failed, app.state.live_building = None, None, False
+        app.state.model_version, app.state.model_failed = (None, failed) if failed else (version, None)
         app.state.model_loading = False
         sync_live(app, force=True)
         watcher = asyncio.create_task(watch_files(app))
@@ -529,7 +583,18 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         description="Personalized 'who to watch' lists for a live-streaming platform.",
         version="1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    if settings.docs:
+        add_docs(app)
+
+    @app.exception_handler(RequestValidationError)
+    async def unprocessable(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own answer, but ASCII-escaped: a body may carry text that is not UTF-8 (a
+        # lone surrogate escaped in JSON), which its handler cannot encode (a 500).
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())})
+        return Response(body, status_code=422, media_type="application/json")
 
     # Admin token and body size, before FastAPI reads a body (it parses one before dependencies).
     admin = {("PUT", "/live"), ("POST", "/admin/reload")}
@@ -565,9 +630,11 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         # event loop. The state is read from app.state directly: a FastAPI dependency here cost
         # 10% of the throughput.
         names = [n.strip() for n in recent.split(",")[:MAX_RECENT] if n.strip()] if recent else None
+        categories = filter_values("category", category, settings) if category else None
+        languages = filter_values("language", language, settings) if language else None
         try:
             source, body = request.app.state.served.answer(
-                user_id, k, exclude_watched, live_only, names, split_values(category), split_values(language)
+                user_id, k, exclude_watched, live_only, names, categories, languages
             )
         except NoLiveSet:
             raise HTTPException(409, "live_only=true needs a live set: none has been published (PUT /live)") from None
@@ -588,6 +655,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         language: Annotated[str | None, Query(description=LANGUAGE_HELP)] = None,
     ) -> Response:
         """Streamers whose audiences overlap with this one's (ALS factor cosine), never itself."""
+        categories, languages = (
+            filter_values("category", category, settings),
+            filter_values("language", language, settings),
+        )
         served: ServedModel = request.app.state.served
         row = served.model.streamers.get(streamer_name)
         if row is None:
@@ -595,9 +666,8 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         if live_only and served.live is None:
             raise HTTPException(409, "live_only=true needs a live set: none has been published (PUT /live)")
         candidates = served.live.rows if live_only else None
-        if category or language:
-            only = served.filtered(split_values(category), split_values(language))
-            candidates = only.live.rows if live_only else only.catalog.rows
+        if categories or languages:
+            candidates = served.filtered(categories, languages, live_only).candidates.rows
         rows, scores = served.model.similar(row, k, candidates)
         body = f'{{"streamer_name":{json.dumps(streamer_name)},"similar":[{served.items_json(rows, scores)}]}}'
         return Response(body.encode(), media_type="application/json")
@@ -620,10 +690,7 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         """Publish the set of streamers live now, as names or with what is known of each stream
         now (category, language, viewers); names the model does not know are counted and left
         out."""
-        streams = [
-            LiveStream(s) if isinstance(s, str) else LiveStream(s.streamer_name, s.category, s.language, s.viewers)
-            for s in update.streamers
-        ]
+        streams = [LiveStream.of(s) for s in update.streamers]
         state = request.app.state
         with state.reload_lock:  # against a concurrent reload swapping the model underneath
             served = state.served.with_live(streams)
@@ -702,4 +769,46 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     return app
 
 
-app = create_app()
+DOCS_ASSETS = "/docs-assets"
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their scripts served from here (pinned in the
+    fastapi-offline package), not from a CDN: the pages work offline, and no third-party script
+    runs where an admin types the token. Neither page names another host."""
+    import fastapi_offline
+
+    assets = os.path.join(os.path.dirname(fastapi_offline.__file__), "static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
+def _app_from_environment() -> FastAPI:
+    """`uvicorn service:app`: settings from the environment; a bad one is one line and exit 2."""
+    try:
+        return create_app()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = _app_from_environment()

@@ -43,7 +43,7 @@ import httpx2 as httpx  # noqa: E402
 
 from bench.common import ROOT, children, private_mb, rss_mb, start_server, stop_server  # noqa: E402
 
-TOKEN = "bench-admin-token"
+TOKEN = "bench-admin-token-0001"
 LIVE_STREAMERS = 1000
 # The filtered requests measured against the unfiltered ones (with one worker).
 FILTERS = {

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import block_sessions, start_server, stop_server
 
-TOKEN = "filter-token"
+TOKEN = "filter-admin-token-0001"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CATALOG = (
     "streamer_name,category,language,followers\n"

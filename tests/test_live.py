@@ -14,7 +14,7 @@ import pytest
 from conftest import GROUP_A, GROUP_B, run_cli, start_server, stop_server
 from model_file import load_model
 
-TOKEN = "live-token"
+TOKEN = "live-admin-token-0001"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIVE = ["alpha0", "alpha1", "alpha2", "bravo0", "ghost-streamer", "alpha0"]  # one unknown, one repeated
 

@@ -30,7 +30,7 @@ NO_INPUT = ["GET /health", "GET /live", "GET /metrics"]
 
 @pytest.fixture(scope="module")
 def api_schema(block_model_path):
-    proc, base = start_server(block_model_path, ADMIN_TOKEN="schema-test-token")
+    proc, base = start_server(block_model_path, ADMIN_TOKEN="schema-test-admin-token")
     try:
         yield schemathesis.openapi.from_url(f"{base}/openapi.json")
     finally:

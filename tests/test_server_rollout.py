@@ -16,7 +16,7 @@ import pytest
 from conftest import metric_value as value
 from conftest import run_cli, start_server, stop_server
 
-TOKEN = "rollout-token"
+TOKEN = "rollout-admin-token-01"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUTE = "/recomendations/user/{user_id:path}"
 
