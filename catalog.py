@@ -134,6 +134,9 @@ class Codes:
         """The codes of `values` (case-insensitive) among this kind's ("category" or "language"),
         sorted; values no streamer has are left out."""
         known = self.category_index if kind == "category" else self.language_index
+        if len(values) == 1:  # the usual request
+            code = known.get(values[0].lower())
+            return () if code is None else (code,)
         return tuple(sorted({code for code in map(known.get, (v.lower() for v in values)) if code is not None}))
 
     @cached_property

@@ -33,6 +33,7 @@ import sys
 import threading
 from contextlib import asynccontextmanager
 from datetime import datetime
+from json.encoder import encode_basestring_ascii as encode_json_string  # what json.dumps(str) does, in C
 from typing import Annotated, Literal
 
 import numpy as np
@@ -198,7 +199,7 @@ class ServedModel:
         if name is None:
             if len(self._names) >= NAME_CACHE:
                 self._names.clear()
-            name = self._names[row] = json.dumps(self.model.streamers.name(row))
+            name = self._names[row] = encode_json_string(self.model.streamers.name(row))
         return name
 
     def items_json(self, rows, scores) -> str:

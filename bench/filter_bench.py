@@ -5,7 +5,7 @@
 
 Starts `platform.py --workers 1` of this checkout (or of --repo, to measure a previous release on
 the same model), publishes every streamer the model knows as live (the largest entries a filter
-can have: MAX_BODY_BYTES is raised for it), warms up, then sends --requests GETs on fresh
+can have: MAX_BODY_BYTES is raised for it; --live N: the N most popular), warms up, then sends --requests GETs on fresh
 filters: a third junk (six real languages and one value no streamer has), a third distinct valid
 category/language combinations, a third the same live-only. Prints the worker's anonymous memory
 (RssAnon: heap, not the mapped model) once the live set is in, after 300 warm-up filters and after
@@ -70,11 +70,14 @@ def send(base: str, batch: list[dict[str, str]], pid: int, threads: int = 4) -> 
     return (cpu_seconds(pid) - start) / len(batch) * 1e6, statuses
 
 
-def run(model: Path, repo: Path, requests: int) -> dict:
+def run(model: Path, repo: Path, requests: int, live: int | None = None) -> dict:
     from model_file import load_model
 
     catalog = write_catalog(model)
-    names = load_model(model).streamers.ids.tolist()
+    loaded = load_model(model)
+    rows = loaded.popular_ranking if live is None else loaded.popular_ranking[:live]
+    names = loaded.streamers.ids[rows].tolist()
+    del loaded
     body = json.dumps({"streamers": names})
     cmd = [str(repo / "platform.py"), "--model", str(model), "--workers", "1"]
     live_dir = tempfile.mkdtemp(prefix="filter-bench-")  # a fresh live set each run, never beside the model
@@ -137,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="model file to serve")
     parser.add_argument("--repo", type=Path, default=ROOT, help="checkout whose platform.py serves it")
     parser.add_argument("--requests", type=int, default=10_000, help="GETs with distinct filters")
+    parser.add_argument("--live", type=int, help="publish the N most popular streamers (default: every one)")
     args = parser.parse_args(argv)
-    run(args.model.resolve(), args.repo.resolve(), args.requests)
+    run(args.model.resolve(), args.repo.resolve(), args.requests, args.live)
     return 0
 
 

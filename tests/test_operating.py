@@ -129,6 +129,12 @@ def test_uvicorn_service_app_with_a_bad_setting_is_one_line_too():
     )
 
 
+def test_importing_the_app_with_no_metrics_directory_is_one_line_not_a_traceback():
+    result = run_cli("-c", "import service", env=clean_env(PROMETHEUS_MULTIPROC_DIR="/no/such/dir"), timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: PROMETHEUS_MULTIPROC_DIR=/no/such/dir: expected an existing directory")
+
+
 def test_training_is_not_stopped_by_a_short_admin_token(block_csv, tmp_path):
     model = tmp_path / "model.pkl"
     result = run_cli(
