@@ -42,11 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=100_000, help="viewers in the model (wrk's user ids)")
     parser.add_argument("--alternations", type=int, default=5, help="paired runs per kind and order")
     parser.add_argument("--seconds", type=float, default=5, help="wrk duration per run")
+    parser.add_argument("--kinds", nargs="+", choices=list(QUERIES), default=list(QUERIES), help="request kinds")
     args = parser.parse_args(argv)
+    queries = {kind: QUERIES[kind] for kind in args.kinds}
     model = args.model.resolve()
     catalog = write_catalog(model)
     repos = {"this": ROOT, "baseline": args.baseline.resolve()}
-    rounds: dict[str, list[dict]] = {kind: [] for kind in QUERIES}
+    rounds: dict[str, list[dict]] = {kind: [] for kind in queries}
     for first in ("baseline", "this"):
         folder = tempfile.mkdtemp(prefix="versus-")
         servers = {}
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 publish_live(base, model)
                 wrk(base, 2, users=args.users)  # warm-up
             (base_proc, base_url), (this_proc, this_url) = servers["baseline"], servers["this"]
-            for kind, query in QUERIES.items():
+            for kind, query in queries.items():
                 r = paired(
                     (base_url, query, base_proc.pid),
                     (this_url, query, this_proc.pid),
