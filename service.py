@@ -247,7 +247,7 @@ class ServedModel:
             source = POPULAR
             result = self._popular(k, live_only, only)
         elif only is not None and len(result[0]) < k:
-            result = self._top_up(result, k, live_only, only, seen)
+            result = self._top_up(result, k, only, seen)
         items = self.items_json(*result)
         return source, f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
 
@@ -292,7 +292,6 @@ class ServedModel:
         self,
         result: tuple[np.ndarray, np.ndarray],
         k: int,
-        live_only: bool,
         only: Passing,
         seen: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
