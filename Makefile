@@ -1,6 +1,8 @@
 # The two commands a fresh machine needs:
 #   make run    set up .venv, train on the demo data if there is no model yet, serve on :8000
 #   make test   set up .venv with the test tools, run the tests
+# and the habit CI keeps:
+#   make lint   ruff check, ruff format --check, mypy
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,12 +10,14 @@ PY := $(VENV)/bin/python
 .PHONY: run test lint model clean
 
 $(VENV)/.runtime: requirements.txt
+	@echo "Installing the pinned runtime into $(VENV) (the first time only: a few minutes)..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-eval.txt requirements-spark.txt
+	@echo "Installing the test and lint tools into $(VENV) (the first time only)..."
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -28,6 +32,8 @@ test: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) models data .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) models data build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

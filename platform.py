@@ -1,9 +1,9 @@
-"""Serve recommendations over HTTP.
+"""Serve recommendations over HTTP from a checkout (installed: `streamrec-serve`, the same flags).
 
     python platform.py                      # 127.0.0.1:8000, model from MODEL_PATH
     python platform.py --host 0.0.0.0 --port 8000 --workers 4
 
-The FastAPI app itself lives in `service.py` (`uvicorn service:app` works too).
+The command is `streamrec.cli.serve`; the app `streamrec.serve.app` (`uvicorn streamrec.serve.app:app`).
 
 Why this file is odd: the product's entry point is called `platform.py`, which is also the name of
 a standard-library module that numpy, pandas, uuid, pytest and uvicorn import. Anything run from
@@ -28,107 +28,9 @@ if __name__ == "platform":
     # The import statement that loaded us returns sys.modules["platform"]; also mirror the
     # standard module's names here for anyone already holding a reference to this module object.
     globals().update({k: v for k, v in vars(_stdlib_platform).items() if not k.startswith("__")})
-else:
-    import argparse
-    import logging
+elif __name__ == "__main__":
     import sys
-    from pathlib import Path
 
-    def main(argv: list[str] | None = None) -> int:
-        from settings import SettingsError, check_service, get_settings
+    from streamrec.cli.serve import main
 
-        try:
-            settings = get_settings()
-        except SettingsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        parser = argparse.ArgumentParser(
-            description="Serve streamer recommendations over HTTP.",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-        parser.add_argument("--host", default=settings.host, help="address to bind")
-        parser.add_argument("--port", type=int, default=settings.port, help="TCP port")
-        parser.add_argument("--workers", type=int, default=settings.workers, help="worker processes (1-64)")
-        parser.add_argument("--model", default=str(settings.model_path), help="model file")
-        args = parser.parse_args(argv)
-        if not 1 <= args.workers <= 64:
-            parser.error(f"--workers must be between 1 and 64; got {args.workers}")
-        if not 1 <= args.port <= 65535:
-            parser.error(f"--port must be between 1 and 65535; got {args.port}")
-        # Everything that would stop the server after the model is loaded, said first in one line.
-        try:
-            check_service(settings)
-            from monitoring import check_multiproc_dir
-
-            if settings.metrics:
-                check_multiproc_dir()
-            check_port(args.host, args.port)
-        except (SettingsError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-        import uvicorn
-
-        from model_file import ModelError, load_model
-        from service import create_app
-
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        # Load once here so that a missing or broken model stops startup with one clear line
-        # instead of a worker traceback. With one worker the loaded model is handed to the app.
-        try:
-            recommender = load_model(args.model)
-        except ModelError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-        if args.workers == 1:
-            # The same path for /admin/reload as for startup.
-            settings = settings.model_copy(update={"model_path": Path(args.model)})
-            app = create_app(settings, recommender=recommender)
-            uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(), server_header=False)
-        else:
-            # Workers import the app by name and each load the model in their lifespan.
-            del recommender
-            import os
-            import shutil
-            import tempfile
-
-            os.environ["MODEL_PATH"] = args.model
-            # Prometheus counts of every worker, in files the answering worker adds up: a fresh
-            # directory per start unless one is given (monitoring.py).
-            own_dir = None
-            if settings.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-                own_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="streamrec-metrics-")
-            try:
-                uvicorn.run(
-                    "service:app",
-                    host=args.host,
-                    port=args.port,
-                    workers=args.workers,
-                    log_level=settings.log_level.lower(),
-                    server_header=False,
-                )
-            finally:
-                if own_dir:
-                    shutil.rmtree(own_dir, ignore_errors=True)
-        return 0
-
-    def check_port(host: str, port: int) -> None:
-        """Raise OSError, in one line, when the server could not listen on host:port (in use, an
-        address this machine does not have): before the model is loaded, not after."""
-        import socket
-
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as exc:
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        family, kind, proto, _, address = infos[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (HOST, PORT or --port)") from None
-
-    if __name__ == "__main__":
-        sys.exit(main())
+    sys.exit(main())

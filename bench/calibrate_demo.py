@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))  # platform.py hands over the standard module
 
 import pandas as pd  # noqa: E402
 
-import demo_data  # noqa: E402
+from streamrec.data import demo as demo_data  # noqa: E402
 
 MARGINALS = ROOT.parent / "shared" / "data" / "twitch100k-marginals"
 

@@ -1,95 +1,16 @@
-"""What the benchmarks and the tests share: real server processes on free local ports."""
+"""What the benchmarks use: the tests' real-process helpers, and where generated files go."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+from tests.server.helpers import (  # noqa: F401 - re-exported for the benchmarks
+    ROOT,
+    anon_mb,
+    children,
+    free_port,
+    private_mb,
+    rss_mb,
+    stop_server,
+)
+from tests.server.helpers import start_process as start_server  # noqa: F401
 
-import httpx2 as httpx
-
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"  # generated data, models and reports (git-ignored)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of one process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def anon_mb(pid: int) -> float:
-    """Anonymous resident memory of one process (heap and the like: what a leak grows), in MB.
-    File pages, such as a mapped model's, are not counted: they are the shared page cache and
-    grow as more of the file is read."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def private_mb(pid: int) -> float:
-    """Memory only this process holds (Private_Clean + Private_Dirty), in MB: pages shared with
-    other workers through the page cache, such as a mapped model file, are not counted."""
-    total = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith(("Private_Clean:", "Private_Dirty:")):
-            total += int(line.split()[1])
-    return total / 1024
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def start_server(args: list[str], env: dict[str, str] | None = None, ready: str = "/health", timeout: float = 120):
-    """Start `python ARGS --port P` from the repository root and wait until `ready` answers 200.
-    `env` replaces the environment (default: this one); LOG_LEVEL defaults to WARNING. Returns
-    (process, base URL). Output goes to a file: a pipe nobody reads would stall it."""
-    port = free_port()
-    log = tempfile.NamedTemporaryFile("w+", prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, *args, "--port", str(port)],
-        cwd=ROOT,
-        env={"LOG_LEVEL": "WARNING", **(os.environ if env is None else env)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    proc.log_path = log.name
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early: {Path(log.name).read_text()}")
-        try:
-            if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server did not become ready in {timeout:.0f} s")
-
-
-def stop_server(proc: subprocess.Popen) -> str:
-    """Stop a server from start_server and return what it printed."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    return Path(proc.log_path).read_text()

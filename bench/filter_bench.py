@@ -36,7 +36,7 @@ TOKEN = "filter-bench-admin-token"
 
 
 def queries(n: int, seed: int = 0) -> list[dict[str, str]]:
-    from demo_data import CATEGORIES, LANGUAGES
+    from streamrec.data.demo import CATEGORIES, LANGUAGES
 
     rng = random.Random(seed)
     languages = sorted(set(LANGUAGES))
@@ -71,7 +71,7 @@ def send(base: str, batch: list[dict[str, str]], pid: int, threads: int = 4) -> 
 
 
 def run(model: Path, repo: Path, requests: int, live: int | None = None) -> dict:
-    from model_file import load_model
+    from streamrec.model.model_file import load_model
 
     catalog = write_catalog(model)
     loaded = load_model(model)

@@ -27,7 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py h
 from bench.common import ROOT, start_server, stop_server  # noqa: E402
 
 TIMED_LOAD = (
-    "import sys, time; sys.path.insert(0, {repo!r}); from model_file import load_model; "
+    "import sys, time, importlib.util as u; sys.path.insert(0, {repo!r}); "
+    # the package, or a release from before it (a flat root)
+    "load_model = __import__('streamrec.model.model_file' if u.find_spec('streamrec') else 'model_file', "
+    "fromlist=['load_model']).load_model; "
     "t = time.perf_counter(); load_model({model!r}); print(time.perf_counter() - t)"
 )
 

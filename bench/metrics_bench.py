@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py hands over the standard module
 
-import metrics  # noqa: E402
+from streamrec.evaluate import metrics  # noqa: E402
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py h
 import pandas as pd  # noqa: E402
 
 from bench.train_bench import ensure_data  # noqa: E402
-from sessions import COLUMNS, read_sessions  # noqa: E402
+from streamrec.data.sessions import COLUMNS, read_sessions  # noqa: E402
 
 
 def timed(fn) -> float:

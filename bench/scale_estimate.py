@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py hands over the standard module
 
-from model_file import MAGIC  # noqa: E402
+from streamrec.model.model_file import MAGIC  # noqa: E402
 
 # Which count each array's first dimension follows.
 UNIT = {

@@ -92,7 +92,7 @@ def wrk(base: str, seconds: float, query: str = "", users: int = 100_000, pid: i
 
 
 def category_language(name: str) -> tuple[str, str]:
-    from demo_data import CATEGORIES, LANGUAGES
+    from streamrec.data.demo import CATEGORIES, LANGUAGES
 
     h = zlib.crc32(name.encode())
     return CATEGORIES[h % len(CATEGORIES)], LANGUAGES[(h // len(CATEGORIES)) % len(LANGUAGES)]
@@ -100,7 +100,7 @@ def category_language(name: str) -> tuple[str, str]:
 
 def write_catalog(model_path: Path) -> Path:
     """A streamer catalog for the model's streamers (STREAMERS_PATH of the service runs)."""
-    from model_file import load_model
+    from streamrec.model.model_file import load_model
 
     path = model_path.with_suffix(".streamers.csv")
     if not path.exists():
@@ -118,7 +118,7 @@ def publish_live(base: str, model_path: Path) -> int:
     language and a viewer count."""
     import numpy as np
 
-    from model_file import load_model
+    from streamrec.model.model_file import load_model
 
     model = load_model(model_path)
     p = model.popularity[model.catalog] + 1.0
@@ -180,7 +180,7 @@ def run(
         subprocess.run([sys.executable, "bench/train_bench.py", "--users", str(users)], cwd=ROOT, check=True)
 
     timed_load = (
-        "import time; from model_file import load_model; "
+        "import time; from streamrec.model.model_file import load_model; "
         "t = time.perf_counter(); load_model({!r}); print(time.perf_counter() - t)"
     )
     load = subprocess.run(

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed for the request mix")
     args = parser.parse_args(argv)
 
-    from model_file import load_model
+    from streamrec.model.model_file import load_model
 
     known = load_model(args.model).users.ids.tolist()
     proc, base = start_server(["platform.py", "--model", str(args.model)])

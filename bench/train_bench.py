@@ -3,6 +3,7 @@
     python bench/train_bench.py                   # generates bench/out/twitch100k.csv on first use
     python bench/train_bench.py --repeat 2        # alternate the two, report the best of each
     python bench/train_bench.py --users 1000000   # ten times the public sample (bench/out/twitch1m.csv)
+    python bench/train_bench.py --baseline ../previous --repeat 5   # this checkout against another
 
 The data: `demo_data.py --users N --no-header` (calibrated to the public file), about 30 sessions per
 viewer in the public file's headerless layout (3M at 100k viewers). Both runs are separate
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -43,7 +45,8 @@ def ensure_data(users: int) -> Path:
         subprocess.run(
             [
                 sys.executable,
-                "demo_data.py",
+                "-m",
+                "streamrec.data.demo",
                 "--users",
                 str(users),
                 "--no-header",
@@ -56,11 +59,11 @@ def ensure_data(users: int) -> Path:
     return data
 
 
-def measure(args: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MB, stdout) of `python ARGS` from the repository root."""
+def measure(args: list[str], cwd: Path = ROOT) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stdout) of `python ARGS` from the checkout `cwd`."""
     t = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -76,9 +79,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs of each")
     parser.add_argument("--users", type=int, default=100_000, help="viewers in the generated log")
+    parser.add_argument("--baseline", type=Path, help="another checkout: train with both, alternating")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.users, args.repeat)))
+    result = versus(args.users, args.baseline.resolve(), args.repeat) if args.baseline else run(args.users, args.repeat)
+    print(json.dumps(result))
     return 0
+
+
+def versus(users: int, baseline: Path, repeat: int) -> dict:
+    """`python als_fit.py` of this checkout and of `baseline` on the same log, alternating (the
+    first of each pair alternates too); medians of wall time and peak memory, and their ratio."""
+    data, _ = paths(users)
+    ensure_data(users)
+    runs: dict[str, list[tuple[float, float]]] = {"this": [], "baseline": []}
+    for i in range(repeat):
+        order = ("this", "baseline") if i % 2 == 0 else ("baseline", "this")
+        for name in order:
+            model = OUT / f"versus-{name}.pkl"
+            train = ["als_fit.py", "--data", str(data), "--model", str(model), "--factors", "64", "--iterations", "15"]
+            wall, rss, _ = measure(train, ROOT if name == "this" else baseline)
+            runs[name].append((wall, rss))
+            print(f"{name:<9} run {i + 1}: {wall:6.1f} s wall, peak {rss:6.0f} MB", flush=True)
+    med = {name: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for name, r in runs.items()}
+    print(
+        f"median of {repeat}: this {med['this'][0]:.1f} s, {med['this'][1]:.0f} MB; baseline "
+        f"{med['baseline'][0]:.1f} s, {med['baseline'][1]:.0f} MB; this/baseline "
+        f"{med['this'][0] / med['baseline'][0]:.3f}x time, {med['this'][1] / med['baseline'][1]:.3f}x memory"
+    )
+    return {"users": users, "runs": runs, "median": med}
 
 
 def run(users: int, repeat: int = 1) -> dict:

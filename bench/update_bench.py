@@ -26,11 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py hands over the standard module
 
 from bench.train_bench import ensure_data  # noqa: E402
-from evaluation import evaluate_model, time_split  # noqa: E402
-from progress import Timer  # noqa: E402
-from sessions import START, read_sessions  # noqa: E402
-from training import TrainParams, train  # noqa: E402
-from updating import UPDATE_SWEEPS, update  # noqa: E402
+from streamrec.data.sessions import START, read_sessions  # noqa: E402
+from streamrec.evaluate.offline import evaluate_model, time_split  # noqa: E402
+from streamrec.progress import Timer  # noqa: E402
+from streamrec.train.pipeline import TrainParams, train  # noqa: E402
+from streamrec.train.update import UPDATE_SWEEPS, update  # noqa: E402
 
 DAY = 144  # 10-minute steps of the Twitch log
 

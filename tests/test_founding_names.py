@@ -7,11 +7,12 @@ import platform as stdlib_platform
 
 import httpx2 as httpx
 
-from conftest import GROUP_A, block_sessions, start_server, stop_server
-from interactions import process_data
-from model_file import load_model, save_model
-from recommender import personal_recommendations
-from training import TrainParams, fit_model
+from streamrec.data.interactions import process_data
+from streamrec.model.model_file import load_model, save_model
+from streamrec.model.scoring import personal_recommendations
+from streamrec.train.pipeline import TrainParams, fit_model
+from tests.helpers import GROUP_A, block_sessions
+from tests.server.helpers import start_server, stop_server
 
 
 def test_process_fit_load_and_recommend_as_the_service_does(block_csv, tmp_path):

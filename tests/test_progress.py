@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-import progress
-from progress import Timer
+from streamrec import progress
+from streamrec.progress import Timer
 
 
 def test_log_lines_are_rate_limited(monkeypatch, caplog):

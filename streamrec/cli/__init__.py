@@ -1,0 +1,1 @@
+"""The commands: `streamrec-train`, `streamrec-serve`, `streamrec-evaluate` (arguments and calls)."""

@@ -1,0 +1,1 @@
+"""Reading viewing sessions and turning them into interactions: sessions, interactions, catalog, demo."""

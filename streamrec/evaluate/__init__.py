@@ -1,0 +1,1 @@
+"""Offline evaluation: ranking metrics, the time and live protocols, tuning."""

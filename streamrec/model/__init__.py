@@ -1,0 +1,1 @@
+"""The trained model: its arrays and id maps, the ranker, scoring, popularity and the model file."""

@@ -1,0 +1,1 @@
+"""The HTTP service: app, routes, the serving state, live set, filters, guards and monitoring."""

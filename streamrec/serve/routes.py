@@ -1,0 +1,244 @@
+"""The HTTP routes, as a table of short handlers on one module-level router. Each reads the worker's
+`Serving` (serve/serving.py) from `request.app.state.serving` and only parses and encodes: the
+ranking is the serving state's. The hot routes read app.state directly: a FastAPI dependency there
+cost 10% of the throughput.
+
+`/recomendations/user/{user_id}` is the published contract (its spelling stays);
+`/recommendations/user/{user_id}` answers the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from streamrec.model.scoring import similar as similar_streamers
+from streamrec.serve.guards import admin_refusal, refusal_headers
+from streamrec.serve.live import LiveSet, LiveStream, LiveUpdate
+from streamrec.serve.monitoring import CONTENT_TYPE, exposition
+from streamrec.serve.schemas import (
+    ErrorDetail,
+    Health,
+    LiveStatus,
+    RecommendationResponse,
+    Reloaded,
+    SimilarResponse,
+)
+from streamrec.serve.serving import NoLiveSet, PublishFailed, ReloadFailed, ServedModel, Serving
+from streamrec.settings import Settings
+
+MAX_K = 100
+MAX_RECENT = 500  # recent streamer names used per request; more are ignored
+ADMIN_PATHS = {("PUT", "/live"), ("POST", "/admin/reload")}  # checked by Guard before a body is read
+CATEGORY_HELP = "only streamers in one of these categories, comma-separated, any case (see STREAMERS_PATH, PUT /live)"
+LANGUAGE_HELP = "only streamers in one of these languages, comma-separated, any case (e.g. a new viewer's locale)"
+NO_LIVE_SET = "live_only=true needs a live set: none has been published (PUT /live)"
+
+router = APIRouter()
+
+
+def split_values(text: str | None) -> list[str]:
+    """`a, b,,c` -> ["a", "b", "c"]: a comma-separated query value."""
+    return [v.strip() for v in text.split(",") if v.strip()] if text else []
+
+
+def filter_values(name: str, text: str | None, settings: Settings) -> list[str]:
+    """A category= or language= value as its values; more of them, or longer ones, than the
+    settings allow are a 422 naming the parameter (in FastAPI's own shape of a 422)."""
+    values = split_values(text)
+    most, longest = settings.max_filter_values, settings.max_filter_value_length
+    if len(values) > most or any(len(v) > longest for v in values):
+        found = max(len(v) for v in values)
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", name),
+                    "msg": f"expected at most {most} comma-separated values of at most {longest} characters "
+                    f"(MAX_FILTER_VALUES, MAX_FILTER_VALUE_LENGTH); found {len(values)}, the longest {found}",
+                    "input": (text or "")[:100],
+                }
+            ]
+        )
+    return values
+
+
+_bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN from the settings")
+
+
+def require_admin(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """The admin token, checked again here (Guard checks it before any body is read); the
+    HTTPBearer dependency only documents the scheme in the OpenAPI schema."""
+    refusal = admin_refusal(request.app.state.serving.settings.admin_token, request.headers.get("authorization"))
+    if refusal is not None:
+        raise HTTPException(refusal[0], refusal[1], headers=refusal_headers(refusal[0]) or None)
+
+
+ADMIN_RESPONSES: dict[int | str, dict] = {
+    401: {"model": ErrorDetail, "description": "no bearer token"},
+    403: {"model": ErrorDetail, "description": "wrong token"},
+    404: {"model": ErrorDetail, "description": "admin endpoints are off (no ADMIN_TOKEN set)"},
+}
+NO_LIVE: dict[int | str, dict] = {409: {"model": ErrorDetail, "description": "live_only before any PUT /live"}}
+
+
+def live_status(live: LiveSet) -> LiveStatus:
+    return LiveStatus(
+        live=len(live),
+        unknown=live.unknown,
+        since=live.since.isoformat(timespec="seconds"),
+        categories=live.counts("category"),
+        languages=live.counts("language"),
+    )
+
+
+@router.get("/recomendations/user/{user_id:path}", response_model=RecommendationResponse, responses=NO_LIVE)
+@router.get(
+    "/recommendations/user/{user_id:path}",
+    response_model=RecommendationResponse,
+    responses=NO_LIVE,
+    summary="Recommendations (the same, spelled correctly)",
+)
+async def recommendations(
+    request: Request,
+    user_id: Annotated[str, Path(min_length=1, description="the viewer's uid as in the sessions file")],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="how many streamers")] = 10,
+    exclude_watched: Annotated[bool, Query(description="only streamers the viewer never watched")] = False,
+    live_only: Annotated[bool, Query(description="only streamers live now (see PUT /live)")] = False,
+    recent: Annotated[
+        str | None,
+        Query(description="for a viewer the model does not know: streamers watched recently, comma-separated"),
+    ] = None,
+    category: Annotated[str | None, Query(description=CATEGORY_HELP)] = None,
+    language: Annotated[str | None, Query(description=LANGUAGE_HELP)] = None,
+) -> Response:
+    """Streamers for one viewer, best first. Unknown viewers are ranked from `recent` when it
+    names streamers the model knows, else get the popular list."""
+    # Precomputed lists or a few thousand dot products: microseconds, so this runs on the event loop.
+    serving: Serving = request.app.state.serving
+    names = [n.strip() for n in recent.split(",")[:MAX_RECENT] if n.strip()] if recent else None
+    categories = filter_values("category", category, serving.settings) if category else None
+    languages = filter_values("language", language, serving.settings) if language else None
+    try:
+        source, body = serving.served.answer(user_id, k, exclude_watched, live_only, names, categories, languages)
+    except NoLiveSet:
+        raise HTTPException(409, NO_LIVE_SET) from None
+    request.scope["source"] = source  # for RequestMetrics
+    return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/streamers/{streamer_name:path}/similar",
+    response_model=SimilarResponse,
+    responses={404: {"model": ErrorDetail, "description": "a streamer the model does not know"}, **NO_LIVE},
+)
+async def similar(
+    request: Request,
+    streamer_name: Annotated[str, Path(min_length=1)],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="how many streamers")] = 10,
+    live_only: Annotated[bool, Query(description="only streamers live now")] = False,
+    category: Annotated[str | None, Query(description=CATEGORY_HELP)] = None,
+    language: Annotated[str | None, Query(description=LANGUAGE_HELP)] = None,
+) -> Response:
+    """Streamers whose audiences overlap with this one's (ALS factor cosine), never itself."""
+    serving: Serving = request.app.state.serving
+    categories = filter_values("category", category, serving.settings)
+    languages = filter_values("language", language, serving.settings)
+    served: ServedModel = serving.served
+    row = served.model.streamers.get(streamer_name)
+    if row is None:
+        raise HTTPException(404, f"unknown streamer {streamer_name!r}: the model has never seen it")
+    live = served.live if live_only else None
+    if live_only and live is None:
+        raise HTTPException(409, NO_LIVE_SET)
+    candidates = live.rows if live is not None else None
+    if categories or languages:
+        candidates = served.filtered(categories, languages, live_only).candidates.rows
+    rows, scores = similar_streamers(served.model, row, k, candidates)
+    body = f'{{"streamer_name":{json.dumps(streamer_name)},"similar":[{served.items_json(rows, scores)}]}}'
+    return Response(body.encode(), media_type="application/json")
+
+
+@router.get("/live", response_model=LiveStatus)
+async def get_live(request: Request) -> LiveStatus:
+    """How many streamers are live now, and since when."""
+    live: LiveSet | None = request.app.state.serving.served.live
+    if live is None:
+        return LiveStatus(live=0, unknown=0, since=None, categories={}, languages={})
+    return live_status(live)
+
+
+@router.put(
+    "/live",
+    response_model=LiveStatus,
+    dependencies=[Depends(require_admin)],
+    responses={**ADMIN_RESPONSES, 503: {"model": ErrorDetail, "description": "LIVE_PATH is not writable"}},
+)
+def publish_live(request: Request, update: LiveUpdate) -> LiveStatus:
+    """Publish the set of streamers live now, as names or with what is known of each stream
+    now (category, language, viewers); names the model does not know are counted and left
+    out."""
+    try:
+        live = request.app.state.serving.publish([LiveStream.of(s) for s in update.streamers])
+    except PublishFailed as exc:
+        raise HTTPException(503, str(exc)) from None
+    return live_status(live)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={404: {"model": ErrorDetail, "description": "metrics are off (METRICS=false)"}},
+)
+async def prometheus_metrics(request: Request) -> PlainTextResponse:
+    """Counts and timings of every worker in the Prometheus text format (see serve/monitoring.py);
+    another worker's requests of the last second may not be in them yet."""
+    metrics = request.app.state.serving.metrics
+    if not metrics.enabled:
+        raise HTTPException(404, "metrics are off: set METRICS=true to enable them")
+    metrics.flush()  # on the event loop, where the tallies are kept
+    return PlainTextResponse(exposition(), media_type=CONTENT_TYPE)
+
+
+@router.get("/health", response_model=Health)
+async def health(request: Request) -> Health:
+    serving: Serving | None = getattr(request.app.state, "serving", None)
+    model = serving.served.model if serving is not None and serving.served is not None else None
+    return Health(
+        status="ok",
+        worker_pid=os.getpid(),
+        model_loaded=model is not None,
+        created_at=model.metadata.get("created_at") if model else None,
+        users=model.n_users if model else 0,
+        streamers=model.n_streamers if model else 0,
+    )
+
+
+@router.post(
+    "/admin/reload",
+    response_model=Reloaded,
+    dependencies=[Depends(require_admin)],
+    responses={**ADMIN_RESPONSES, 409: {"model": ErrorDetail, "description": "the file did not load"}},
+)
+def reload_model(request: Request) -> Reloaded:
+    """Load the model file again and swap it in, here and then in every other worker; on
+    failure the old model keeps serving."""
+    try:
+        old, new = request.app.state.serving.reload_everywhere()
+    except ReloadFailed as exc:
+        raise HTTPException(409, str(exc)) from None
+    return Reloaded(
+        status="reloaded",
+        created_at=new.metadata.get("created_at"),
+        previous_created_at=old.metadata.get("created_at"),
+        users=new.n_users,
+        streamers=new.n_streamers,
+    )

@@ -1,0 +1,113 @@
+"""Service and trainer settings: one typed object read from the environment and `.env`.
+
+    DATA_PATH=sessions.csv MODEL_PATH=models/model.pkl python als_fit.py
+
+Every variable is listed with a safe value in `.env.example`. Names are case-insensitive,
+so `data_path` and `DATA_PATH` both work. Each value is bounded; one that is not what its setting
+takes stops the command with one line naming it (`get_settings` raises SettingsError).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_TOKEN_LENGTH = 16  # admin token: shorter ones are guessable; the service refuses to start with one
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message is one line meant for a person."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Sessions CSV to train on; empty means "generate and use the built-in demo sessions".
+    data_path: str = ""
+    # The one model file: written by als_fit.py, read by the service at startup.
+    model_path: Path = Path("models/model.pkl")
+    # Where the demo sessions are written when data_path is empty.
+    demo_data_path: Path = Path("data/demo_sessions.csv")
+    # Streamer catalog CSV (streamer_name, category, language) for the category and language
+    # filters; read at startup and on reload. Empty: only what live sets publish.
+    streamers_path: str = ""
+    # Bind address and port of `python platform.py`.
+    host: Annotated[str, Field(min_length=1, max_length=255)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    # Uvicorn worker processes (1-64); they map the one model file and share its pages.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # Where the published live set is kept for every worker; empty: beside the model (.live.json).
+    live_path: str = ""
+    # Bearer token for the admin endpoints; empty turns them off. Surrounding spaces are dropped;
+    # the service refuses to start with one shorter than 16 characters.
+    admin_token: Annotated[str, Field(max_length=4096)] = ""
+    # Largest request body read, in bytes (1 KiB-1 GiB); larger ones get a 413 unread. A live set
+    # of 100,000 streamers with long names, categories and viewer counts is about 14 MB of JSON.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 32 * 1024 * 1024
+    # Memory per worker for the streamers each category/language filter lets through, gathered
+    # once (MB, 0-4096; 0 gathers per request). Least recently used filters are dropped first.
+    filter_cache_mb: Annotated[int, Field(ge=0, le=4096)] = 32
+    # category= and language= take at most this many comma-separated values (1-1000) of at most
+    # this many characters (1-1024); past either, a 422 names the parameter.
+    max_filter_values: Annotated[int, Field(ge=1, le=1000)] = 20
+    max_filter_value_length: Annotated[int, Field(ge=1, le=1024)] = 128
+    # GET /metrics (Prometheus) and the per-request counts behind it.
+    metrics: bool = True
+    # /docs and /redoc (their scripts are served by the service itself, never from a CDN).
+    docs: bool = True
+    # Spark master for `als_fit.py --engine spark` (ignored under spark-submit, which sets its own).
+    spark_master: Annotated[str, Field(min_length=1, max_length=1024)] = "local[*]"
+    # Python logging level of the service and the trainer.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Log lines as text (one format for every command and the server) or as JSON objects, one per
+    # line, for a log collector.
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _strip(cls, value):
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value):
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+def live_file(settings: Settings) -> Path:
+    return Path(settings.live_path) if settings.live_path else Path(settings.model_path).with_suffix(".live.json")
+
+
+def get_settings(**overrides) -> Settings:
+    """The settings from the environment and `.env`; raises SettingsError naming the first bad one."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    name = str(error["loc"][0]).upper() if error["loc"] else "a setting"
+    found = repr(error.get("input"))
+    found = found if len(found) <= 60 else found[:57] + "..."
+    more = len(exc.errors()) - 1
+    return f"setting {name}: {error['msg']}; found {found}" + (f" ({more} more settings are wrong)" if more else "")
+
+
+def check_service(settings: Settings) -> None:
+    """What serving needs of the settings beyond their types (training does not need it): an
+    admin token, if any, long enough not to be guessed. Raises SettingsError."""
+    if settings.admin_token and len(settings.admin_token) < MIN_TOKEN_LENGTH:
+        raise SettingsError(
+            f"setting ADMIN_TOKEN: expected at least {MIN_TOKEN_LENGTH} characters (or empty: admin "
+            f"endpoints off); found {len(settings.admin_token)}"
+        )

@@ -1,0 +1,206 @@
+"""Incremental updates: a model file and the sessions logged since, merged without a retrain.
+
+    python als_fit.py --update --data sessions_today.csv [--model models/model.pkl]
+
+What an update does, against a full retrain on the whole log:
+- the same id numbering, extended: viewers and streamers already known keep their rows, new
+  ones are appended in order of first appearance;
+- the viewing history merged pair by pair: sessions and watch time added, last seen the later;
+  a session the model already counted is left out (its pair was last seen at or after its end:
+  the sessions log's duplicate rule, per pair and across files);
+- the momentum counts carried forward: the time-decayed sessions decay by the time that passed
+  (each session keeps the decay scale of the model it entered), and a viewer's share of the last
+  10 sessions gives way to the new sessions in proportion;
+- ALS refreshed from the model's own factors (new ids start small and random, as implicit
+  starts them) with a few sweeps over the merged matrix;
+- popularity (distinct viewers seen in the recent window), the newcomers' catalog, the history
+  terms and every ranked list recomputed;
+- the learned ranker weights kept. Only a full retrain learns them again, on the newest
+  validation period.
+
+Popularity by viewers (the default) is recomputed from each pair's last session; a model whose
+popularity is by sessions or watch time needs the raw window and is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from streamrec.data.interactions import DECAY_SCALE, RECENT_SESSIONS, STRENGTHS, IdMap, aggregate, row_pointers
+from streamrec.data.sessions import END, STREAMER, UID, DataError, Sessions
+from streamrec.model.recommender import Recommender
+from streamrec.model.scoring import build_lists
+from streamrec.progress import Timer
+from streamrec.train.pipeline import TrainParams, catalog_of, fit_als, warm_start
+
+log = logging.getLogger("updating")
+
+# ALS sweeps of an update, from the model's factors: a second one gained nothing and cost a
+# second at 100k viewers (bench/update_bench.py).
+UPDATE_SWEEPS = 1
+
+
+def update(
+    previous: Recommender, sessions: Sessions, sweeps: int = UPDATE_SWEEPS, timer: Timer | None = None
+) -> tuple[Recommender, int]:
+    """The model `previous` with `sessions` merged in (module docstring), its ranked lists built;
+    and how many sessions were left out as already counted. Raises DataError when the model
+    cannot be updated."""
+    timer = timer or Timer()
+    params = _params(previous)
+    if previous.recent is None or previous.decayed is None:
+        raise DataError(
+            "this model file has no momentum counts to update (written before updates existed, or by "
+            "--engine spark, which does not collect them yet); train it once with: python als_fit.py"
+        )
+    if params.popularity_by != "viewers":
+        raise DataError(
+            f"this model ranks popularity by {params.popularity_by}, which needs the whole recent window: "
+            "an update can recompute popularity by viewers only; retrain in full instead"
+        )
+    expected = previous.metadata.get("time_format")
+    if expected and sessions.time_format != expected:
+        raise DataError(
+            f"{sessions.path}: expected {expected} times, as the model's log has; found {sessions.time_format} times"
+        )
+    frame = sessions.frame
+    with timer("merge"):
+        users = _extended(previous.users, frame[UID])
+        streamers = _extended(previous.streamers, frame[STREAMER])
+        fresh = _not_yet_counted(previous, frame, users, streamers)
+        skipped = int(len(frame) - np.count_nonzero(fresh))
+        frame = frame[fresh]
+        time_min = previous.time_max - previous.time_span
+        time_max = max(previous.time_max, int(frame[END].max()) if len(frame) else previous.time_max)
+        new = aggregate(frame, sessions.time_format, users, streamers, log_span=(time_min, time_max))
+        merged = _merge(previous, new, time_max, time_min)
+    with timer("als"):
+        user_items = merged["count"].copy()
+        user_items.data = np.asarray(
+            STRENGTHS[previous.strength](merged["count"].data.astype(np.float64), merged["watch_time"].data),
+            dtype=np.float32,
+        )
+        init = warm_start(previous, users, streamers, params)
+        als = fit_als(user_items, params, init=init, iterations=sweeps, desc="update")
+    with timer("popularity"):
+        popularity, ranking = _popularity(merged["last_seen"], time_min, time_max, params.popularity_window)
+        catalog = catalog_of(np.bincount(merged["count"].indices, minlength=len(streamers)), params)
+    model = Recommender(
+        als=als,
+        users=users,
+        streamers=streamers,
+        **merged,  # count, watch_time, last_seen, recent, decayed
+        popularity=popularity,
+        popular_ranking=ranking,
+        catalog=catalog,
+        time_max=time_max,
+        time_span=max(time_max - time_min, 1),
+        rankers=dict(previous.rankers),
+        strength=previous.strength,
+    )
+    with timer("lists"):
+        build_lists(model)
+    return model, skipped
+
+
+def update_metadata(previous: Recommender, model: Recommender, sessions: Sessions, source: str, sha256: str) -> dict:
+    """The previous model's metadata with this update's facts, and the chain: the model it was
+    updated from and every file merged in since the last full retrain."""
+    old = previous.metadata
+    chain = old.get("updated", {})
+    files = [*chain.get("files", []), {"source": source, "sha256": sha256, "rows_used": sessions.rows_used}]
+    return {
+        **old,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "users": model.n_users,
+        "streamers": model.n_streamers,
+        "interactions": int(model.count.nnz),
+        "updated": {
+            "previous_created_at": old.get("created_at"),
+            "retrained_at": chain.get("retrained_at", old.get("created_at")),
+            "files": files,
+        },
+    }
+
+
+def _params(previous: Recommender) -> TrainParams:
+    known = {f for f in TrainParams.__dataclass_fields__}
+    given = {k: v for k, v in previous.metadata.get("params", {}).items() if k in known}
+    return replace(TrainParams(), **given)
+
+
+def _extended(ids: IdMap, column: pd.Series) -> IdMap:
+    """`ids` with the ids of `column` it does not know appended, in order of first appearance."""
+    unseen = column[ids.rows(column) < 0]
+    if not len(unseen):
+        return ids
+    return IdMap.from_ids(np.concatenate([ids.ids, pd.unique(unseen.astype(str))]))
+
+
+def _not_yet_counted(previous: Recommender, frame: pd.DataFrame, users: IdMap, streamers: IdMap) -> np.ndarray:
+    """Per session: True unless the model already counted it, i.e. its pair is in the model and
+    was last seen at or after the session's end."""
+    u, s = users.rows(frame[UID]), streamers.rows(frame[STREAMER])
+    old = (u < previous.n_users) & (s < previous.n_streamers)
+    keys = u[old].astype(np.int64) * previous.n_streamers + s[old]
+    model_keys = previous.history_keys
+    pos = np.minimum(np.searchsorted(model_keys, keys), len(model_keys) - 1)
+    found = model_keys[pos] == keys
+    counted = np.zeros(len(frame), dtype=bool)
+    counted[np.flatnonzero(old)[found]] = frame[END].to_numpy()[old][found] <= previous.last_seen.data[pos[found]]
+    return ~counted
+
+
+def _merge(previous: Recommender, new, time_max: int, time_min: int) -> dict[str, sp.csr_matrix]:
+    """The previous history and the new sessions' aggregates (`new`, on the extended ids) as one
+    history: one CSR pattern for every per-pair array."""
+    shape = new.count.shape
+    n_s = shape[1]
+
+    def keys(m: sp.csr_matrix) -> np.ndarray:
+        return np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * n_s + m.indices
+
+    old_keys, new_keys = keys(previous.count), keys(new.count)
+    # The decayed counts decay further by the time that passed since the previous model's end.
+    shift = np.exp(-(time_max - previous.time_max) / (DECAY_SCALE * max(time_max - time_min, 1)))
+    # Of a viewer's last RECENT_SESSIONS sessions, those that are new push as many old ones out.
+    new_sessions = np.asarray(new.count.sum(axis=1)).ravel()
+    keep = np.clip(RECENT_SESSIONS - new_sessions[: previous.n_users], 0, None)
+    keep = keep / np.maximum(np.minimum(previous.user_totals, RECENT_SESSIONS), 1e-9)
+    old_rows = previous.entry_rows()
+    assert previous.recent is not None and previous.decayed is not None, "checked by the caller: momentum counts"
+    columns = {
+        "count": (previous.count.data, new.count.data, np.add),
+        "watch_time": (previous.watch_time.data, new.watch_time.data, np.add),
+        "last_seen": (previous.last_seen.data, new.last_seen.data, np.maximum),
+        "recent": (previous.recent.data * np.minimum(keep[old_rows], 1.0), new.recent.data, np.add),
+        "decayed": (previous.decayed.data * shift, new.decayed.data, np.add),
+    }
+    every = np.concatenate([old_keys, new_keys])
+    order = np.argsort(every, kind="stable")
+    every = every[order]
+    starts = np.flatnonzero(np.concatenate([[True], every[1:] != every[:-1]])) if len(every) else np.empty(0, int)
+    uniq = every[starts]
+    rows, cols = uniq // n_s, (uniq % n_s).astype(np.int32)
+    indptr = row_pointers(rows, shape[0])
+    out = {}
+    for name, (old, fresh, combine) in columns.items():
+        dtype = np.float64 if name == "last_seen" else np.float32
+        values = np.concatenate([np.asarray(old, dtype=np.float64), np.asarray(fresh, dtype=np.float64)])[order]
+        out[name] = sp.csr_matrix((combine.reduceat(values, starts).astype(dtype), cols, indptr), shape=shape)
+    return out
+
+
+def _popularity(last_seen: sp.csr_matrix, time_min: int, time_max: int, window: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct viewers per streamer whose last session with it ended in the recent `window`
+    share of the span, and the streamer rows by that, most first (ties by row)."""
+    cut = time_max - window * (time_max - time_min)
+    recent = last_seen.data >= cut
+    popularity = np.bincount(last_seen.indices[recent], minlength=last_seen.shape[1]).astype(np.float32)
+    return popularity, np.argsort(-popularity, kind="stable")

@@ -1,0 +1,111 @@
+"""The FastAPI app with its real lifespan, inside TestClient."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from streamrec.serve.app import create_app
+from streamrec.settings import Settings
+from tests.helpers import GROUP_A
+from tests.server.helpers import metric_value as value
+
+
+@pytest.fixture(scope="module")
+def client(block_model_path):
+    app = create_app(Settings(model_path=block_model_path, _env_file=None))
+    with TestClient(app) as c:  # runs the lifespan: the model is loaded from the file
+        yield c
+
+
+def test_known_user_gets_personal(client):
+    r = client.get("/recomendations/user/1", params={"k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["user_id"] == "1" and body["source"] == "personal"
+    assert len(body["recommendations"]) == 3
+    assert all(set(item) == {"streamer_name", "score"} for item in body["recommendations"])
+
+
+def test_numeric_uid_is_found_as_string(client):
+    # uid 45 was an integer in the CSV; in the URL it is the string "45"
+    assert client.get("/recomendations/user/45").json()["source"] == "personal"
+
+
+def test_unknown_user_gets_popular_never_404(client):
+    r = client.get("/recomendations/user/somebody-new", params={"k": 5})
+    assert r.status_code == 200
+    assert r.json()["source"] == "popular"
+    assert len(r.json()["recommendations"]) == 5
+
+
+def test_default_k_is_10_and_lists_are_distinct(client):
+    items = client.get("/recomendations/user/2").json()["recommendations"]
+    names = [i["streamer_name"] for i in items]
+    assert len(names) == 10 == len(set(names))
+    scores = [i["score"] for i in items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_k_larger_than_catalog_returns_whole_catalog(client):
+    assert len(client.get("/recomendations/user/2?k=100").json()["recommendations"]) == 12
+
+
+@pytest.mark.parametrize("k", ["0", "101", "-3", "ten", "1.5"])
+def test_k_out_of_bounds_is_422_that_says_so(client, k):
+    r = client.get("/recomendations/user/1", params={"k": k})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["query", "k"]
+
+
+def test_exclude_watched_drops_history(client):
+    all_items = client.get("/recomendations/user/1?k=3").json()["recommendations"]
+    new_items = client.get("/recomendations/user/1?k=3&exclude_watched=true").json()["recommendations"]
+    watched = {i["streamer_name"] for i in all_items}  # user 1 watched exactly these three
+    new = {i["streamer_name"] for i in new_items}
+    assert not watched & new
+    assert new <= set(GROUP_A)
+
+
+def test_double_m_alias_answers_the_same(client):
+    a = client.get("/recomendations/user/7?k=4").json()
+    b = client.get("/recommendations/user/7?k=4").json()
+    assert a == b
+
+
+def test_health(client):
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["model_loaded"] is True
+    assert body["users"] == 60 and body["streamers"] == 12
+    assert body["created_at"]
+
+
+def test_docs_and_schema(client):
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/recomendations/user/{user_id}" in paths
+
+
+def test_missing_model_stops_startup(tmp_path):
+    from streamrec.model.model_file import ModelError
+
+    app = create_app(Settings(model_path=tmp_path / "none.pkl", _env_file=None))
+    with pytest.raises(ModelError, match="no model file at"):
+        with TestClient(app):
+            pass
+
+
+ROUTE = "/recomendations/user/{user_id:path}"
+
+
+def test_metrics_in_one_process_and_switched_off(block_model_path):
+    app = create_app(Settings(model_path=block_model_path, _env_file=None))
+    with TestClient(app) as c:
+        before = value(c.get("/metrics").text, "streamrec_requests_total", route=ROUTE, status="200", source="recent")
+        assert c.get("/recomendations/user/nobody", params={"recent": "alpha1"}).json()["source"] == "recent"
+        after = value(c.get("/metrics").text, "streamrec_requests_total", route=ROUTE, status="200", source="recent")
+        assert after == before + 1
+    app = create_app(Settings(model_path=block_model_path, metrics=False, _env_file=None))
+    with TestClient(app) as c:
+        assert c.get("/metrics").status_code == 404
+        assert c.get("/recomendations/user/1").status_code == 200

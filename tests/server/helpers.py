@@ -1,0 +1,138 @@
+"""Real processes for the tests (and the benchmarks): commands run as a user runs them, servers on
+free local ports, their memory and their metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def anon_mb(pid: int) -> float:
+    """Anonymous resident memory of one process (heap and the like: what a leak grows), in MB.
+    File pages, such as a mapped model's, are not counted: they are the shared page cache and
+    grow as more of the file is read."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def private_mb(pid: int) -> float:
+    """Memory only this process holds (Private_Clean + Private_Dirty), in MB: pages shared with
+    other workers through the page cache, such as a mapped model file, are not counted."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total / 1024
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def start_process(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    ready: str = "/health",
+    timeout: float = 120,
+    command: list[str] | None = None,
+    cwd: Path = ROOT,
+):
+    """Start `python ARGS --port P` (or `COMMAND ARGS --port P`) in `cwd` and wait until `ready`
+    answers 200. `env` replaces the environment (default: this one); LOG_LEVEL defaults to WARNING.
+    Returns (process, base URL). Output goes to a file: a pipe nobody reads would stall it."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(
+        [*(command or [sys.executable]), *args, "--port", str(port)],
+        cwd=cwd,
+        env={"LOG_LEVEL": "WARNING", **(os.environ if env is None else env)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    proc.log_path = log.name
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early: {Path(log.name).read_text()}")
+        try:
+            if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server did not become ready in {timeout:.0f} s")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: no settings leaking in from the caller."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in {"DATA_PATH", "MODEL_PATH", "DEMO_DATA_PATH", "ADMIN_TOKEN", "PORT", "HOST", "WORKERS"}
+    }
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run a project script the way a user does: `python script.py ...` from the repository root."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_server(model_path, *args: str, **env: str):
+    """`python platform.py --model MODEL_PATH ARGS` serving `model_path` as a real process; (process, base URL)."""
+    return start_process(["platform.py", "--model", str(model_path), *args], env=clean_env(**env))
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    """Stop a server from start_server and return what it printed."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return Path(proc.log_path).read_text()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of metric `name` in Prometheus text whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"{name}(?:{{(.*)}})? (\S+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
