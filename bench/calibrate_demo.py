@@ -3,9 +3,9 @@
     python bench/calibrate_demo.py                 # seeds 42, 1, 2 at the 100k size
     python bench/calibrate_demo.py --seeds 42
 
-The real column is `demo_data.TWITCH_100K`; when `../shared/data/twitch100k-marginals/` is
+The real column is `streamrec.data.demo.TWITCH_100K`; when `../shared/data/twitch100k-marginals/` is
 beside the project, it is recomputed from those complete marginals first, and any difference is
-an error. Prints a Markdown table (the README's), one column per seed.
+an error. Prints a Markdown table (docs/training.md's), one column per seed.
 """
 
 from __future__ import annotations

@@ -78,3 +78,10 @@ def materialise(tmp_path, content) -> str:
     else:
         path.write_bytes(content)
     return str(path)
+
+
+def answer_body(served, user_id: str, *args, **kwargs) -> bytes:
+    """What the recommendations route answers, from a serving snapshot (`ServedModel.recommend`,
+    then `ServedModel.response`, as the route calls them)."""
+    source, rows, scores = served.recommend(user_id, *args, **kwargs)
+    return served.response(user_id, source, rows, scores)

@@ -41,8 +41,8 @@ log = logging.getLogger("demo_data")
 STEPS_PER_DAY = 144  # 10-minute steps
 DAYS = 43
 
-# Calibrated against the real marginals of the public 100k file (../shared/data/twitch100k-marginals,
-# `bench/calibrate_demo.py` measures the fit):
+# Calibrated against the real marginals of the public Twitch 100k file (its sessions per viewer and
+# viewers per streamer; TWITCH_100K below keeps the statistics, `bench/calibrate_demo.py` measures the fit):
 # - sessions per user: the real quantile function, interpolated between these knots;
 SESSION_QUANTILES = (
     (

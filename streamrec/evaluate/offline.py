@@ -24,7 +24,6 @@ streamers by session count, then recency).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
@@ -428,9 +427,13 @@ def check_evaluation_args(args) -> None:
         raise ValueError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ValueError(f"--plot writes a PNG: give a path ending in .png; got {args.plot}")
-    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        # Said before the evaluation runs, not after it.
-        raise ValueError("--plot needs matplotlib: pip install -r requirements-eval.txt (or 'streamrec[eval]')")
+    if args.plot is not None:
+        try:  # said before the evaluation runs, not after it
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "--plot needs matplotlib: pip install -r requirements-eval.txt (or 'streamrec[eval]')"
+            ) from None
 
 
 def report_path(model: str | Path, protocol: str) -> Path:

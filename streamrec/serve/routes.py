@@ -128,11 +128,12 @@ async def recommendations(
     categories = filter_values("category", category, serving.settings) if category else None
     languages = filter_values("language", language, serving.settings) if language else None
     try:
-        source, body = serving.served.answer(user_id, k, exclude_watched, live_only, names, categories, languages)
+        served = serving.served
+        source, rows, scores = served.recommend(user_id, k, exclude_watched, live_only, names, categories, languages)
     except NoLiveSet:
         raise HTTPException(409, NO_LIVE_SET) from None
     request.scope["source"] = source  # for RequestMetrics
-    return Response(body, media_type="application/json")
+    return Response(served.response(user_id, source, rows, scores), media_type="application/json")
 
 
 @router.get(

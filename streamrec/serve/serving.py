@@ -113,20 +113,10 @@ class ServedModel:
             for i, s in zip(rows.tolist(), scores.tolist(), strict=True)
         )
 
-    def answer(
-        self,
-        user_id: str,
-        k: int,
-        exclude_watched: bool,
-        live_only: bool = False,
-        recent: list[str] | None = None,
-        categories: list[str] | None = None,
-        languages: list[str] | None = None,
-    ) -> tuple[str, bytes]:
-        """(source, the JSON body of RecommendationResponse): `recommend`, encoded."""
-        source, rows, scores = self.recommend(user_id, k, exclude_watched, live_only, recent, categories, languages)
+    def response(self, user_id: str, source: str, rows: np.ndarray, scores: np.ndarray) -> bytes:
+        """The JSON body of RecommendationResponse for what `recommend` gave."""
         items = self.items_json(rows, scores)
-        return source, f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
+        return f'{{"user_id":{json.dumps(user_id)},"source":"{source}","recommendations":[{items}]}}'.encode()
 
     def recommend(
         self,

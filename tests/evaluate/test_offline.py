@@ -85,6 +85,24 @@ def test_evaluate_plot_draws_a_png(block_csv, tmp_path):
     assert len(np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)) > 4  # bars in several colours
 
 
+@pytest.mark.parametrize("command", ["als_fit.py", "evaluation.py"])
+def test_plot_without_matplotlib_is_refused_before_anything_runs(block_csv, tmp_path, command):
+    """Without matplotlib (hidden from the import system here), --plot is a usage error said at
+    once: no evaluation runs and no model is written."""
+    model = tmp_path / "m.pkl"
+    code = (
+        "import runpy, sys; sys.modules['matplotlib'] = None; "
+        f"sys.argv = [{command!r}, '--data', {str(block_csv)!r}, '--model', {str(model)!r}, '--evaluate', "
+        f"'--plot', {str(tmp_path / 'chart.png')!r}]; runpy.run_path({command!r}, run_name='__main__')"
+    )
+    if command == "evaluation.py":
+        code = code.replace("'--evaluate', ", "")
+    result = run_cli("-c", code, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "--plot needs matplotlib: pip install -r requirements-eval.txt" in result.stderr
+    assert "Traceback" not in result.stderr and "served" not in result.stdout and not model.exists()
+
+
 def test_plot_path_must_be_a_png(block_csv, tmp_path):
     result = run_cli("evaluation.py", "--data", str(block_csv), "--plot", str(tmp_path / "chart.jpg"))
     assert result.returncode == 2

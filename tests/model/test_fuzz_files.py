@@ -20,6 +20,7 @@ from streamrec.serve.app import create_app
 from streamrec.serve.live import LiveFileError, LiveStream, read_live
 from streamrec.serve.serving import ServedModel
 from streamrec.settings import Settings
+from tests.helpers import answer_body
 
 MODEL_MUTATIONS = 300
 LIVE_MUTATIONS = 300
@@ -124,7 +125,7 @@ def exercise(model, live_names) -> None:
             (3, True, True, ["Chess"]),
             (40, False, False, ["Art"]),
         ):
-            check_answer(served.answer(uid, k, exclude, live_only, ["alpha1"], cats, None)[1], k)
+            check_answer(answer_body(served, uid, k, exclude, live_only, ["alpha1"], cats, None), k)
     rows, scores = similar(model, 0, 5)
     assert np.isfinite(scores).all()
 
@@ -188,7 +189,7 @@ def test_mutated_live_files_load_and_answer_or_are_refused_in_one_line(block_mod
         streams, since, _ = published
         served = ServedModel(model, codes=catalog_codes(Catalog(CATALOG), model.streamers)).with_live(streams, since)
         for uid, cats in (("1", None), ("nobody", ["Chess"]), ("40", ["chess", "Art"])):
-            check_answer(served.answer(uid, 5, False, True, None, cats, None)[1], 5)
+            check_answer(answer_body(served, uid, 5, False, True, None, cats, None), 5)
     print(f"live file mutations: {outcomes}")
     assert outcomes["loaded"] >= 30 and outcomes["refused"] >= 100, outcomes
 

@@ -20,6 +20,7 @@ from streamrec.model.model_file import load_model
 from streamrec.serve import filters
 from streamrec.serve.live import LiveStream
 from streamrec.serve.serving import ServedModel
+from tests.helpers import answer_body
 from tests.server.helpers import anon_mb, start_server, stop_server
 
 TOKEN = "filter-cache-admin-token"
@@ -68,9 +69,9 @@ def test_the_cache_is_bounded_by_bytes_least_recently_used_first(served):
 
 def test_live_factors_are_gathered_only_for_live_requests(served):
     fresh = ServedModel(served.model, served.live, codes=served.catalog_codes)
-    fresh.answer("1", 5, False, categories=["Chess"])
+    answer_body(fresh, "1", 5, False, categories=["Chess"])
     assert [key[2] for key in fresh.filters._entries] == [False]
-    fresh.answer("1", 5, False, live_only=True, categories=["Chess"])
+    answer_body(fresh, "1", 5, False, live_only=True, categories=["Chess"])
     assert sorted(key[2] for key in fresh.filters._entries) == [False, True]
 
 
@@ -82,7 +83,7 @@ def answers(served: ServedModel) -> list[bytes]:
                 for live_only in (False, True):
                     for k in (1, 3, 12):
                         recent = ["alpha1", "bravo2"] if uid == "stranger" and k == 3 else None
-                        out.append(served.answer(uid, k, exclude, live_only, recent, cats, langs)[1])
+                        out.append(answer_body(served, uid, k, exclude, live_only, recent, cats, langs))
     return out
 
 
