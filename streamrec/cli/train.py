@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train_on_spark(args, params, settings, timer: Timer) -> int:
     """--engine spark: the same steps and the same file, on Spark (train/spark.py)."""
     from streamrec.train import spark as spark_engine
+    from streamrec.train import spark_log
 
     try:
         check_writable(args.model)
@@ -135,7 +136,7 @@ def _train_on_spark(args, params, settings, timer: Timer) -> int:
             path, source = args.data, str(args.data)
         else:
             path, source = demo_data.resolve(args.data, settings.demo_data_path)
-        local_file = spark_engine.local_file(path)
+        local_file = spark_log.local_file(path)
         if args.evaluate:
             if local_file is None:
                 raise DataError(f"{path}: --evaluate reads the log on this machine; give it one local CSV file")
@@ -144,15 +145,15 @@ def _train_on_spark(args, params, settings, timer: Timer) -> int:
             fit = spark_engine.trainer(args.spark_master)
             evaluation.run(sessions, params, args.test_fraction, out, args.protocol, args.plot, fit=fit)
             del sessions
-        model, spark_log = spark_engine.train_file(path, params, args.spark_master, timer)
+        model, spark_read = spark_engine.train_file(path, params, args.spark_master, timer)
         sha = file_sha256(local_file) if local_file is not None else None
-        model.metadata = model_metadata(model, spark_log, params, source, sha, engine="spark")
+        model.metadata = model_metadata(model, spark_read, params, source, sha, engine="spark")
         with timer("save"):
             size = save_model(model, args.model)
-    except (DataError, ModelError, spark_engine.EngineError) as exc:
+    except (DataError, ModelError, spark_log.EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _summary(source, spark_log, model, timer, args.model, size)
+    _summary(source, spark_read, model, timer, args.model, size)
     return 0
 
 

@@ -14,10 +14,11 @@ import pyarrow as pa
 import pytest
 
 from streamrec.data.interactions import aggregate
-from streamrec.data.sessions import END, START, STREAMER, UID, DataError, read_sessions
+from streamrec.data.sessions import END, INTEGER, START, STREAMER, UID, DataError, read_sessions
 from streamrec.model.model_file import load_model
 from streamrec.model.scoring import recommend_for
 from streamrec.train import spark as spark_engine
+from streamrec.train import spark_log
 from streamrec.train.pipeline import TrainParams
 from tests.helpers import ERRORS, GROUP_A, GROUP_B, block_sessions, materialise
 from tests.server.helpers import clean_env, run_cli, start_server, stop_server
@@ -27,7 +28,7 @@ MASTER = "local[2]"
 
 @pytest.fixture(scope="module")
 def spark():
-    return spark_engine.spark_session(MASTER)
+    return spark_log.spark_session(MASTER)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def _spark_rows(log) -> list[tuple]:
 def test_drop_rules_and_counts_match_the_default_engine(spark, tmp_path):
     path = tmp_path / "messy.csv"
     path.write_text(MESSY)
-    ours, theirs = spark_engine.read_log(spark, path), read_sessions(path)
+    ours, theirs = spark_log.read_log(spark, path), read_sessions(path)
     assert (ours.rows_read, ours.rows_used, ours.time_format) == (theirs.rows_read, theirs.rows_used, "integer")
     assert ours.dropped == theirs.dropped
     assert _spark_rows(ours) == _rows(theirs.frame)
@@ -130,10 +131,10 @@ def test_every_input_layout_reads_the_same_sessions(spark, tmp_path):
     parquet = tmp_path / "sessions.parquet"
     frame.astype({"uid": str}).to_parquet(parquet, index=False)
     for path in (headered, twitch, parts, parquet):
-        log = spark_engine.read_log(spark, path)
+        log = spark_log.read_log(spark, path)
         assert log.rows_read == len(frame) and log.dropped == {}, path
         assert _spark_rows(log) == expected, path
-    assert spark_engine.read_log(spark, twitch).layout == "twitch (no header)"
+    assert spark_log.read_log(spark, twitch).layout == "twitch (no header)"
 
 
 def test_iso_times_are_epoch_seconds_as_in_the_default_engine(spark, tmp_path):
@@ -143,15 +144,15 @@ def test_iso_times_are_epoch_seconds_as_in_the_default_engine(spark, tmp_path):
         "1,1,a,2024-05-01T10:00:00Z,2024-05-01T11:30:00+00:00\n"
         "2,2,b,2024-05-01 12:00:00,2024-05-01T12:10:00\n"
     )
-    ours, theirs = spark_engine.read_log(spark, path), read_sessions(path)
+    ours, theirs = spark_log.read_log(spark, path), read_sessions(path)
     assert ours.time_format == theirs.time_format == "iso8601"
     assert _spark_rows(ours) == _rows(theirs.frame)
 
 
 def test_pairs_are_aggregated_as_on_one_machine(spark, block_csv):
-    log = spark_engine.read_log(spark, block_csv)
+    log = spark_log.read_log(spark, block_csv)
     indexed = spark_engine._index(spark, log)
-    pairs, lo, hi = spark_engine._pairs(indexed.sessions, integer_times=True)
+    pairs, lo, hi = spark_engine._pairs(indexed.sessions, time_format=INTEGER)
     got = pairs.toArrow().to_pandas()
     inter = aggregate(read_sessions(block_csv))
     assert (lo, hi) == (inter.time_min, inter.time_max)
@@ -187,7 +188,7 @@ def test_unusable_input_gives_the_default_engines_error(case, spark, tmp_path):
     with pytest.raises(DataError) as theirs:
         read_sessions(path)
     with pytest.raises(DataError) as ours:
-        spark_engine.read_log(spark, path)
+        spark_log.read_log(spark, path)
     if case == "mixed time formats":  # Spark reports no line numbers
         assert str(ours.value).split(" (e.g.")[0] == str(theirs.value).split(" (e.g.")[0]
     elif case == "unterminated quote":  # nor the CSV parser's own words
@@ -200,19 +201,19 @@ def test_unusable_input_gives_the_default_engines_error(case, spark, tmp_path):
 def test_malformed_compressed_and_directory_input_errors(spark, tmp_path):
     ragged = materialise(tmp_path, ERRORS["ragged row"][0])
     with pytest.raises(DataError, match="expected well-formed CSV; found 1 row"):
-        spark_engine.read_log(spark, ragged)
+        spark_log.read_log(spark, ragged)
     truncated = tmp_path / "cut.csv.gz"
     data = gzip.compress(ERRORS["header with no rows"][0] + b"1,1,a,1,2\n" * 20000)
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="expected a complete gzip stream"):
-        spark_engine.read_log(spark, truncated)
+        spark_log.read_log(spark, truncated)
     misnamed = tmp_path / "gz.csv"
     misnamed.write_bytes(data)
     with pytest.raises(DataError, match="expected a name ending in .gz"):
-        spark_engine.read_log(spark, misnamed)
+        spark_log.read_log(spark, misnamed)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="found an empty directory"):
-        spark_engine.read_log(spark, tmp_path / "empty")
+        spark_log.read_log(spark, tmp_path / "empty")
 
 
 def test_bad_input_on_spark_is_one_line_and_the_model_is_untouched(block_model_path, tmp_path):
@@ -238,5 +239,5 @@ def test_without_pyspark_the_spark_engine_says_how_to_install_it(block_csv, tmp_
     )
     result = run_cli("-c", code, env=clean_env())
     assert result.returncode == 2, result.stderr
-    assert result.stderr == f"error: {spark_engine.INSTALL_HINT}\n"
+    assert result.stderr == f"error: {spark_log.INSTALL_HINT}\n"
     assert not (tmp_path / "m.pkl").exists()
