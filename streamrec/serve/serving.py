@@ -141,15 +141,22 @@ class ServedModel:
         result, seen = None, None
         if row is not None:
             source = PERSONAL
-            lists = live.lists if live is not None else model.lists
             if only is not None:
-                among, passes, share = only.candidates, only.mask, only.share
+                lists = live.lists if live is not None else model.lists
                 result = rank(
-                    model, row, k, exclude_watched, among=among, passes=passes, share=share, live=live_only, lists=lists
+                    model,
+                    row,
+                    k,
+                    exclude_watched,
+                    among=only.candidates,
+                    passes=only.mask,
+                    share=only.share,
+                    live=live_only,
+                    lists=lists,
                 )
                 seen = model.history(row)[0] if exclude_watched else None
             elif live is not None:
-                result = rank(model, row, k, exclude_watched, among=live.candidates, live=True, lists=lists)
+                result = rank(model, row, k, exclude_watched, among=live.candidates, live=True, lists=live.lists)
             else:
                 result = rank(model, row, k, exclude_watched)
         elif recent:
