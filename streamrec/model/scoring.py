@@ -74,19 +74,10 @@ def rank(
     Gives min(k, streamers ranked), except as said for `among=None`."""
     catalog = among is None and passes is None and not live
     if catalog:
-        # The common request, inline (a call costs a request about 1%): a slice of the stored list.
-        ids, scores = (lists or model.lists)[_NEW if exclude_watched else _ALL]
-        top = ids[row, :k]
-        n = int(np.count_nonzero(top >= 0))
-        if n == k:
-            return top, scores[row, :k]
-        if n < ids.shape[1]:  # the list holds every candidate there is: top up below
-            stored: tuple[np.ndarray, np.ndarray] | None = top[:n], scores[row, :n]
-        else:
-            stored = None
+        lists = model.lists if lists is None else lists
     else:
         assert among is not None, "a filter or the live set applies to candidates: give them (among)"
-        stored = _from_lists(lists, row, k, exclude_watched, passes, share, live) if lists else None
+    stored = _from_lists(lists, row, k, exclude_watched, passes, share, live) if lists else None
     if stored is not None:
         rows, scores = stored
     else:
