@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint model clean
+.PHONY: run test lint model clean redis-server
 
 $(VENV)/.runtime: requirements.txt
 	@echo "Installing the pinned runtime into $(VENV) (the first time only: a few minutes)..."
@@ -27,7 +27,16 @@ model: $(VENV)/.runtime
 run: model
 	$(PY) platform.py
 
-test: $(VENV)/.dev
+# The store tests start real redis-server processes: Debian's package, installed here when it is
+# missing and this is root on a machine with apt-get; elsewhere those tests fail saying what to install.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || command -v valkey-server >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's redis-server for the store tests (the first time only)..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "note: no redis-server here; the store tests will fail and say how to install one"; fi; }
+
+test: $(VENV)/.dev redis-server
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev

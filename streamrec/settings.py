@@ -9,6 +9,7 @@ takes stops the command with one line naming it (`get_settings` raises SettingsE
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -60,6 +61,17 @@ class Settings(BaseSettings):
     docs: bool = True
     # Spark master for `als_fit.py --engine spark` (ignored under spark-submit, which sets its own).
     spark_master: Annotated[str, Field(min_length=1, max_length=1024)] = "local[*]"
+    # The shared store of a fleet of hosts (Redis 7 or Valkey): redis://[user:password@]host:port/db,
+    # rediss:// for TLS. Empty: the live set and reloads go through files beside the model (one
+    # host). The URL is never logged or shown: its password stays here.
+    redis_url: Annotated[str, Field(max_length=4096)] = ""
+    # Prefix of every key and channel in the store, so that several deployments share one server.
+    redis_prefix: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")] = "streamrec:"
+    # This host's name in GET /admin/fleet; empty: the machine's host name and PORT.
+    instance_name: Annotated[str, Field(max_length=255, pattern=r"^[A-Za-z0-9_.:@-]*$")] = ""
+    # Longest wait (seconds, 0-3600) for the model's pages to be read into memory before a worker
+    # reports ready (GET /ready) or swaps in a reloaded model; 0: no wait.
+    warm_seconds: Annotated[float, Field(ge=0, le=3600)] = 120
     # Python logging level of the service and the trainer.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Log lines as text (one format for every command and the server) or as JSON objects, one per
@@ -70,6 +82,15 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, value):
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+            if value and not value.startswith(("redis://", "rediss://")):
+                raise ValueError("expected a URL starting redis:// or rediss:// (or empty: no store)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -86,6 +107,10 @@ def live_file(settings: Settings) -> Path:
     return Path(settings.live_path) if settings.live_path else Path(settings.model_path).with_suffix(".live.json")
 
 
+def instance_name(settings: Settings) -> str:
+    return settings.instance_name or f"{socket.gethostname()}:{settings.port}"
+
+
 def get_settings(**overrides) -> Settings:
     """The settings from the environment and `.env`; raises SettingsError naming the first bad one."""
     try:
@@ -94,11 +119,16 @@ def get_settings(**overrides) -> Settings:
         raise SettingsError(describe(exc)) from None
 
 
+SECRET = {"admin_token", "redis_url"}  # never repeated in a message: a token, a password in a URL
+
+
 def describe(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
     name = str(error["loc"][0]).upper() if error["loc"] else "a setting"
     found = repr(error.get("input"))
     found = found if len(found) <= 60 else found[:57] + "..."
+    if error["loc"] and str(error["loc"][0]).lower() in SECRET:
+        found = f"a value of {len(str(error.get('input', '')))} characters (not shown)"
     more = len(exc.errors()) - 1
     return f"setting {name}: {error['msg']}; found {found}" + (f" ({more} more settings are wrong)" if more else "")
 

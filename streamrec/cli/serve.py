@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 workers=args.workers,
                 log_level=settings.log_level.lower(),
+                log_config=logs,
                 server_header=False,
             )
         finally:

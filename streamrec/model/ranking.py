@@ -355,6 +355,7 @@ def ranked_lists(
     among: np.ndarray | None = None,
     done: Callable[[int], object] | None = None,
     bonus: np.ndarray | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
     shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
@@ -365,7 +366,8 @@ def ranked_lists(
     plus every watched streamer for `all`, and the catalog minus
     watched streamers for `new` (exclude_watched); with `among` (sorted streamer rows, e.g. the
     live ones), only those. One matrix product per chunk of users serves both rankers. `done(n)`
-    is called as each chunk of n users is ranked (progress)."""
+    is called as each chunk of n users is ranked (progress). `stop()` true: the chunks not yet
+    started are skipped (the lists are then incomplete: the caller asked for that)."""
     catalog = model.catalog if among is None else among
     catalog_factors = model.catalog_factors if among is None else np.ascontiguousarray(model.als.item_factors[among])
     catalog_pos = np.full(model.n_streamers, -1, dtype=np.int64)
@@ -389,6 +391,8 @@ def ranked_lists(
     }
 
     def rank_chunk(lo: int) -> None:
+        if stop is not None and stop():
+            return
         hi = min(lo + CHUNK_USERS, model.n_users)
         s = model.als.user_factors[lo:hi] @ catalog_factors.T
         if among is None:

@@ -87,6 +87,7 @@ class Recommender:
     # which keep the history terms computed from them (history_bonus).
     recent: sp.csr_matrix | None = None
     decayed: sp.csr_matrix | None = None
+    checksum: str = ""  # of the file's header, once loaded (model_file.header_checksum); "": not loaded
 
     # Derived on first use, not at load: a loaded model is mapped arrays, and a serving worker
     # must not spend seconds and private memory on what it may never read.

@@ -13,7 +13,6 @@ settings: `app` is built on first use.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -48,10 +47,9 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         # Requests do small matrix-vector products; BLAS threads would only add wake-ups.
         blas = threadpool_limits(1, "blas")
         serving = app.state.serving = Serving.start(settings, metrics, recommender)
-        watcher = asyncio.create_task(serving.watch())
+        await serving.open()
         yield
-        watcher.cancel()
-        serving.stop()
+        await serving.close()
         blas.restore_original_limits()
 
     app = FastAPI(

@@ -11,17 +11,22 @@ A LiveSet belongs to one model; after a model reload it is rebuilt from its name
 A live streamer may come with what the stream is now: its category, its language, its viewer
 count (`LiveStream`). For live streamers that wins over the streamer catalog (`data/catalog.py`).
 
-The published streams are also kept in a small JSON file (`write_live`/`read_live`), so that every
-worker process serves the same live set and a restarted worker starts with it. `PUT /live` and
-the file share one schema (`LiveUpdate`, `LiveFile`): a file that does not validate is refused
-whole with one line (LiveFileError), never half used.
+Every user's live-only lists are ranked after the set is served (`live_lists`, seconds at 100k
+users): until they are there, a live-only request is ranked on request among the live streamers,
+with the same ranker, so a new set is served at once.
+
+The published streams are also kept as JSON (`live_body`): in a small file (`write_live`/`read_live`)
+or in the shared store (serve/store.py), so that every worker process serves the same live set and
+a restarted worker starts with it. `PUT /live`, the file and the store share one schema
+(`LiveUpdate`, `LiveFile`): a set that does not validate is refused whole with one line
+(LiveFileError), never half used.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -179,11 +184,14 @@ class LiveSet:
             popular=_popular_now(model.popular_ranking[mask[model.popular_ranking]], known, viewers),
             unknown=int(np.count_nonzero(rows < 0)),
             since=since or datetime.now(UTC),
-            lists=_live_lists(model, known) if rank and len(known) else None,
+            lists=live_lists(model, known) if rank and len(known) else None,
             streams=tuple(published),
             codes=codes,
             viewers=viewers,
         )
+
+    def with_lists(self, lists: dict[str, tuple[np.ndarray, np.ndarray]]) -> LiveSet:
+        return replace(self, lists=lists)
 
     @property
     def ranked_by_viewers(self) -> bool:
@@ -224,11 +232,26 @@ def _popular_now(by_popularity: np.ndarray, rows: np.ndarray, viewers: np.ndarra
     return by_popularity[np.argsort(-now, kind="stable")]
 
 
+def live_body(streams: Sequence[LiveStream], since: datetime) -> bytes:
+    """The published streams as the live-set file's JSON (what the store holds too)."""
+    body = LiveFile.model_validate({"since": since, "streamers": [s.to_json() for s in streams]})
+    return body.model_dump_json(exclude_none=True).encode()
+
+
+def parse_live(body: bytes, refusal: str) -> tuple[list[LiveStream], datetime]:
+    """(streams, since) of a live set's JSON; LiveFileError says `refusal` and the first problem."""
+    try:
+        data = LiveFile.model_validate_json(body)
+    except ValidationError as exc:
+        raise LiveFileError(f"{refusal}: {one_line(exc)}") from None
+    return [LiveStream.of(item) for item in data.streamers], data.since
+
+
 def write_live(path: Path, streams: list[LiveStream], since: datetime) -> int:
     """Write the published streams atomically (as the model file is written); returns the file's
     mtime_ns (its version)."""
-    body = LiveFile.model_validate({"since": since, "streamers": [s.to_json() for s in streams]})
-    atomic_write(path, lambda f: f.write(body.model_dump_json(exclude_none=True).encode()))
+    body = live_body(streams, since)
+    atomic_write(path, lambda f: f.write(body))
     return path.stat().st_mtime_ns
 
 
@@ -254,18 +277,19 @@ def read_live(path: Path, limit: int) -> tuple[list[LiveStream], datetime, int] 
         return None
     except OSError as exc:
         raise LiveFileError(f"{path}: cannot read the live set ({exc.strerror or exc})") from None
-    try:
-        data = LiveFile.model_validate_json(body)
-    except ValidationError as exc:
-        raise LiveFileError(f"{path}: not a live-set file: {one_line(exc)}") from None
-    return [LiveStream.of(item) for item in data.streamers], data.since, version
+    streams, since = parse_live(body, f"{path}: not a live-set file")
+    return streams, since, version
 
 
-def _live_lists(model: Recommender, known: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every user's live-only lists: the live ranker (model.live_ranker) for the default list,
-    the discovery ranker with exclude_watched."""
+def live_lists(
+    model: Recommender, known: np.ndarray, stop: Callable[[], bool] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Every user's live-only lists among the live rows `known`: the live ranker
+    (model.live_ranker) for the default list, the discovery ranker with exclude_watched. None when
+    `stop()` turned true meanwhile (a newer set, another model)."""
     rankers: dict[str, RankerWeights] = {
         RankerName.ALL: model.rankers[model.live_ranker],
         RankerName.NEW: model.rankers[RankerName.NEW],
     }
-    return ranked_lists(model, rankers, LIVE_LIST_LENGTH, among=known, bonus=model.live_bonus)[0]
+    lists = ranked_lists(model, rankers, LIVE_LIST_LENGTH, among=known, bonus=model.live_bonus, stop=stop)[0]
+    return None if stop is not None and stop() else lists

@@ -101,6 +101,18 @@ def families() -> SimpleNamespace:
             multiprocess_mode="livemin",
         ),
         reloads=Counter("streamrec_reloads", "model reloads, by result", ["result"]),
+        model_info=Gauge(
+            "streamrec_model_info",
+            "1 for the model each worker serves: its header checksum and when it was trained",
+            ["checksum", "created_at"],
+            multiprocess_mode="liveall",
+        ),
+        live_version=Gauge(
+            "streamrec_live_version_info",
+            "1 for the live-set version each worker serves ('<epoch>.<number>' from the store, or file:<mtime>)",
+            ["version"],
+            multiprocess_mode="liveall",
+        ),
     )
 
 
@@ -119,6 +131,7 @@ class Metrics:
         self.m = families() if enabled else SimpleNamespace()  # disabled: nothing is ever set
         self._counts: dict[tuple[str, int, str], int] = {}  # since the last flush
         self._latency: dict[str, list] = {}  # route -> observations per bucket (+Inf last), then their sum
+        self._held: dict[str, tuple[str, ...]] = {}  # info gauge -> the labels set to 1
 
     def request(self, route: str, status: int, source: str, seconds: float) -> None:
         """Tally one request (on the event loop: no lock)."""
@@ -155,6 +168,19 @@ class Metrics:
             self.m.model_created.set(0)
         self.m.model_users.set(model.n_users)
         self.m.model_streamers.set(model.n_streamers)
+        self._info(self.m.model_info, (model.checksum or "-", str(created or "-")))
+
+    def live_version(self, version: str | None) -> None:
+        if self.enabled and version is not None:
+            self._info(self.m.live_version, (version,))
+
+    def _info(self, gauge, labels: tuple[str, ...]) -> None:
+        """An info gauge: 1 for `labels`, 0 for the ones this worker had before."""
+        held = self._held.get(gauge._name)
+        if held is not None and held != labels:
+            gauge.labels(*held).set(0)
+        gauge.labels(*labels).set(1)
+        self._held[gauge._name] = labels
 
     def live(self, live) -> None:
         if not self.enabled or live is None:

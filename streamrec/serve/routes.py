@@ -9,6 +9,7 @@ cost 10% of the throughput.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Annotated
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 
 from streamrec.model.scoring import similar as similar_streamers
 from streamrec.serve.guards import admin_refusal, refusal_headers
@@ -24,18 +26,22 @@ from streamrec.serve.live import LiveSet, LiveStream, LiveUpdate
 from streamrec.serve.monitoring import CONTENT_TYPE, exposition
 from streamrec.serve.schemas import (
     ErrorDetail,
+    Fleet,
     Health,
     LiveStatus,
+    Ready,
     RecommendationResponse,
     Reloaded,
     SimilarResponse,
+    Worker,
 )
-from streamrec.serve.serving import NoLiveSet, PublishFailed, ReloadFailed, ServedModel, Serving
+from streamrec.serve.serving import NoLiveSet, PublishFailed, ReloadFailed, ServedModel, Serving, StoreDown
+from streamrec.serve.store import StoreUnavailable, parse_version
 from streamrec.settings import Settings
 
 MAX_K = 100
 MAX_RECENT = 500  # recent streamer names used per request; more are ignored
-ADMIN_PATHS = {("PUT", "/live"), ("POST", "/admin/reload")}  # checked by Guard before a body is read
+ADMIN_PATHS = {("PUT", "/live"), ("POST", "/admin/reload"), ("GET", "/admin/fleet")}  # checked by Guard first
 CATEGORY_HELP = "only streamers in one of these categories, comma-separated, any case (see STREAMERS_PATH, PUT /live)"
 LANGUAGE_HELP = "only streamers in one of these languages, comma-separated, any case (e.g. a new viewer's locale)"
 NO_LIVE_SET = "live_only=true needs a live set: none has been published (PUT /live)"
@@ -181,15 +187,18 @@ async def get_live(request: Request) -> LiveStatus:
     "/live",
     response_model=LiveStatus,
     dependencies=[Depends(require_admin)],
-    responses={**ADMIN_RESPONSES, 503: {"model": ErrorDetail, "description": "LIVE_PATH is not writable"}},
+    responses={
+        **ADMIN_RESPONSES,
+        503: {"model": ErrorDetail, "description": "LIVE_PATH not writable, or the store (REDIS_URL) unreachable"},
+    },
 )
-def publish_live(request: Request, update: LiveUpdate) -> LiveStatus:
+async def publish_live(request: Request, update: LiveUpdate) -> LiveStatus:
     """Publish the set of streamers live now, as names or with what is known of each stream
     now (category, language, viewers); names the model does not know are counted and left
-    out."""
+    out. Every worker (with REDIS_URL, of every host) serves it within a second of the answer."""
     try:
-        live = request.app.state.serving.publish([LiveStream.of(s) for s in update.streamers])
-    except PublishFailed as exc:
+        live = await request.app.state.serving.publish([LiveStream.of(s) for s in update.streamers])
+    except (PublishFailed, StoreDown) as exc:
         raise HTTPException(503, str(exc)) from None
     return live_status(live)
 
@@ -211,35 +220,103 @@ async def prometheus_metrics(request: Request) -> PlainTextResponse:
 
 @router.get("/health", response_model=Health)
 async def health(request: Request) -> Health:
-    serving: Serving | None = getattr(request.app.state, "serving", None)
-    model = serving.served.model if serving is not None and serving.served is not None else None
+    """This worker: alive, and which model and live set it serves."""
+    serving: Serving = request.app.state.serving
+    model, state = serving.served.model, serving.state()
     return Health(
         status="ok",
         worker_pid=os.getpid(),
-        model_loaded=model is not None,
-        created_at=model.metadata.get("created_at") if model else None,
-        users=model.n_users if model else 0,
-        streamers=model.n_streamers if model else 0,
+        model_loaded=True,
+        created_at=model.metadata.get("created_at"),
+        users=model.n_users,
+        streamers=model.n_streamers,
+        ready=serving.ready,
+        model_checksum=state["model_checksum"],
+        fleet_model_checksum=state["fleet_model_checksum"],
+        live_version=state["live_version"],
+        store="none" if serving.store is None else ("down" if serving.store_up is False else "up"),
     )
+
+
+@router.get(
+    "/ready",
+    response_model=Ready,
+    responses={503: {"model": ErrorDetail, "description": "the model's pages are still being read in"}},
+)
+async def ready(request: Request) -> Response:
+    """For a load balancer: 200 once this worker's model is in memory (at most WARM_SECONDS after
+    it started), 503 before: send it traffic only then."""
+    if not request.app.state.serving.ready:
+        return Response(
+            '{"detail":"not ready: reading the model into memory (WARM_SECONDS at most)"}',
+            status_code=503,
+            media_type="application/json",
+            headers={"Cache-Control": "no-store", "Retry-After": "1"},
+        )
+    return Response('{"status":"ready"}', media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 @router.post(
     "/admin/reload",
     response_model=Reloaded,
     dependencies=[Depends(require_admin)],
-    responses={**ADMIN_RESPONSES, 409: {"model": ErrorDetail, "description": "the file did not load"}},
+    responses={
+        **ADMIN_RESPONSES,
+        409: {"model": ErrorDetail, "description": "the file did not load"},
+        503: {"model": ErrorDetail, "description": "the store (REDIS_URL) is unreachable"},
+    },
 )
-def reload_model(request: Request) -> Reloaded:
-    """Load the model file again and swap it in, here and then in every other worker; on
-    failure the old model keeps serving."""
+async def reload_model(request: Request) -> Reloaded:
+    """Load the model file again and swap it in, here and then in every other worker (with
+    REDIS_URL, of every host: each loads its own copy and serves it if it is this model, by
+    checksum); on failure the old model keeps serving."""
     try:
-        old, new = request.app.state.serving.reload_everywhere()
+        old, new, reached = await request.app.state.serving.reload_everywhere()
     except ReloadFailed as exc:
         raise HTTPException(409, str(exc)) from None
+    except StoreDown as exc:
+        raise HTTPException(503, str(exc)) from None
     return Reloaded(
         status="reloaded",
         created_at=new.metadata.get("created_at"),
         previous_created_at=old.metadata.get("created_at"),
         users=new.n_users,
         streamers=new.n_streamers,
+        checksum=new.checksum or None,
+        workers_notified=reached,
     )
+
+
+@router.get(
+    "/admin/fleet",
+    response_model=Fleet,
+    dependencies=[Depends(require_admin)],
+    responses={
+        **ADMIN_RESPONSES,
+        409: {"model": ErrorDetail, "description": "no store (REDIS_URL): there is no fleet to list"},
+        503: {"model": ErrorDetail, "description": "the store (REDIS_URL) is unreachable"},
+    },
+)
+async def fleet(request: Request) -> Fleet:
+    """Every worker of every host heard from in the last minute, with the model and live set it
+    serves; `lagging` names those not on the fleet's model or the newest live set."""
+    serving: Serving = request.app.state.serving
+    if serving.store is None:
+        raise HTTPException(409, "GET /admin/fleet needs the shared store: set REDIS_URL on every host")
+    try:
+        entries = await serving.store.fleet()
+    except StoreUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
+    workers = []
+    for entry in entries:
+        with contextlib.suppress(ValidationError):  # another writer's field: not one of ours
+            workers.append(Worker.model_validate(entry))
+    newest = max((v for w in workers if (v := parse_version(w.live_version)) is not None), default=None)
+    expected = serving.fleet_checksum
+    lagging = [
+        f"{w.instance}/{w.pid}"
+        for w in workers
+        if (expected and w.model_checksum != expected)
+        or (newest is not None and parse_version(w.live_version) != newest)
+    ]
+    return Fleet(workers=workers, lagging=lagging)

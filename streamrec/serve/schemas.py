@@ -42,6 +42,17 @@ class Health(BaseModel):
     created_at: str | None
     users: int
     streamers: int
+    ready: bool = Field(description="the model's pages are in memory (GET /ready answers 200)")
+    model_checksum: str | None = Field(description="the served model file's header checksum")
+    fleet_model_checksum: str | None = Field(
+        description="the model the fleet was last asked to serve (POST /admin/reload with REDIS_URL), if any"
+    )
+    live_version: str | None = Field(description="the live set served: '<epoch>.<number>' from the store, or file:")
+    store: Literal["none", "up", "down"] = Field(description="the shared store (REDIS_URL): none set, answering, not")
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
 
 
 class Reloaded(BaseModel):
@@ -50,6 +61,30 @@ class Reloaded(BaseModel):
     previous_created_at: str | None
     users: int
     streamers: int
+    checksum: str | None = Field(description="the new model's header checksum")
+    workers_notified: int | None = Field(
+        description="with REDIS_URL: the workers (of every host) the reload message reached; else null"
+    )
+
+
+class Worker(BaseModel):
+    instance: str
+    pid: int
+    ready: bool
+    model_created_at: str | None
+    model_checksum: str | None
+    fleet_model_checksum: str | None
+    live_version: str | None
+    live_streamers: int
+    live_lists_ready: bool
+    seen_seconds_ago: float
+
+
+class Fleet(BaseModel):
+    workers: list[Worker] = Field(description="every worker of every host heard from in the last minute")
+    lagging: list[str] = Field(
+        description="instance/pid of the workers whose model or live set is not the newest the fleet has"
+    )
 
 
 class ErrorDetail(BaseModel):

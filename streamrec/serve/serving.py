@@ -5,15 +5,17 @@ holds it with the settings and metrics and replaces it: reload, publish, watch.
 Every user's ranked lists are computed at training time, so an answer is a slice and a JSON string.
 A new model or live set swaps in with one reference assignment: a request holds the snapshot it
 started with until it finishes, so none fails during a swap, and a file that fails to load leaves
-the old snapshot serving. Every worker maps the model file (one copy in the page cache for all) and
-checks it and the live-set file once a second: a replaced file is loaded (a live set ranked) in a
-background thread and swapped in. The old model stays mapped, valid, until the last request that
-holds it finishes.
+the old snapshot serving. Every worker maps the model file (one copy in the page cache for all),
+reads its pages in before it reports ready or swaps a model in, and checks the model file (and
+the live-set file, or with REDIS_URL the shared store: serve/store.py) once a second: what changed
+is loaded in a background thread and swapped in. The old model stays mapped, valid, until the last
+request that holds it finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,17 +25,37 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii as encode_json_string  # what json.dumps(str) does, in C
 
 import numpy as np
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 
 from streamrec.data import demo as demo_data
 from streamrec.data.catalog import Catalog, CatalogError, Codes, catalog_codes, read_catalog
-from streamrec.model.model_file import ModelError, load_model
+from streamrec.model.model_file import ModelError, load_model, warm
 from streamrec.model.popular import most_popular, top_up
 from streamrec.model.recommender import Recommender
 from streamrec.model.scoring import PERSONAL, POPULAR, RECENT, rank, rank_recent
 from streamrec.serve.filters import FilterCache, Passing, filter_key, gather
-from streamrec.serve.live import LiveFileError, LiveSet, LiveStream, live_file_limit, read_live, write_live
+from streamrec.serve.live import (
+    LiveFileError,
+    LiveSet,
+    LiveStream,
+    live_body,
+    live_file_limit,
+    live_lists,
+    parse_live,
+    read_live,
+    write_live,
+)
 from streamrec.serve.monitoring import Metrics
-from streamrec.settings import Settings, live_file
+from streamrec.serve.store import (
+    Store,
+    StoreUnavailable,
+    Version,
+    format_version,
+    parse_message,
+    parse_version,
+)
+from streamrec.settings import Settings, instance_name, live_file
 
 log = logging.getLogger("service")
 
@@ -57,25 +79,37 @@ class ServedModel:
         names_cache: dict[int, str] | None = None,
         codes: Codes | None = None,
         filter_budget: int = 32 << 20,
+        filters: FilterCache | None = None,
     ):
         self.model = model
         self.live = live
         # Category and language per streamer row: the catalog's (STREAMERS_PATH); a live set's
         # are the catalog's with what was published for the live streamers over them.
         self.catalog_codes = codes if codes is not None else Codes.empty(model.n_streamers)
-        self.filters = FilterCache(filter_budget)
+        self.filters = filters if filters is not None else FilterCache(filter_budget)
         self._names: dict[int, str] = names_cache if names_cache is not None else {}
         model.history_bonus  # noqa: B018 - derived now, not inside the first request that needs it
 
     def with_live(self, streams: list[LiveStream], since: datetime | None = None) -> ServedModel:
-        live = LiveSet.build(self.model, streams, since, codes=self.catalog_codes)
+        """This model with `streams` live; their live-only lists are not ranked yet (requests are
+        ranked on request among them until `with_live_lists`)."""
+        live = LiveSet.build(self.model, streams, since, rank=False, codes=self.catalog_codes)
         return ServedModel(self.model, live, self._names, self.catalog_codes, self.filters.budget)
+
+    def with_streams(self, live: LiveSet | None) -> ServedModel:
+        """This model with the streamers of another snapshot's live set (by name, as published)."""
+        return self if live is None else self.with_live(list(live.streams), live.since)
+
+    def with_live_lists(self, live: LiveSet) -> ServedModel:
+        """The same snapshot with `live`: its live set with the lists ranked (filters kept: they
+        depend on which streamers are live, not on the lists)."""
+        return ServedModel(self.model, live, self._names, self.catalog_codes, filters=self.filters)
 
     def for_model(self, model: Recommender, catalog: Catalog | None) -> ServedModel:
         """The same live streamers (by name, with their metadata) on another model and catalog."""
         codes = catalog_codes(catalog, model.streamers)
         old = self.live
-        live = LiveSet.build(model, list(old.streams), old.since, codes=codes) if old is not None else None
+        live = LiveSet.build(model, list(old.streams), old.since, rank=False, codes=codes) if old is not None else None
         return ServedModel(model, live, None, codes, self.filters.budget)
 
     @property
@@ -263,30 +297,61 @@ class ReloadFailed(Exception):
 
 
 class PublishFailed(Exception):
-    """PUT /live could not write the shared live-set file; nothing was published."""
+    """PUT /live could not write the live set (the file, or the store); nothing was published."""
+
+
+class StoreDown(Exception):
+    """A write (PUT /live, POST /admin/reload) needs the store, which did not answer; nothing was
+    written and nothing changed. The message is one line without the store's password."""
+
+
+def newer(version, held) -> bool:
+    """Whether a live set's `version` should replace the `held` one: a store's (epoch, number)
+    must be later; a file's modification time need only differ (the file is the set)."""
+    if held is None:
+        return True
+    if isinstance(version, tuple) and isinstance(held, tuple):
+        return version > held
+    return version != held
 
 
 class Serving:
-    """One worker's serving state: the snapshot (`served`), the settings and metrics, and the
-    versions of the model and live-set files it has taken up (or failed to). Methods change it;
-    the routes only read `served` and call them."""
+    """One worker's serving state: the snapshot (`served`), the settings and metrics, the versions
+    of the model and live set it has taken up (or refused), and with REDIS_URL its link to the
+    fleet (serve/store.py). Methods change it; the routes only read `served` and call them.
+
+    Where the live set comes from: PUT /live on any worker stores it (the store, else the file),
+    swaps it in here at once and tells the others (a message, else the file's new time); every
+    worker also looks once a second, so a missed message costs at most a second. Each worker then
+    ranks its live-only lists in a background thread; until they are in, live-only requests are
+    ranked on request among the set. Which model: the file at MODEL_PATH, taken up when replaced;
+    with the store, POST /admin/reload on any worker tells every worker of every host to load its
+    own copy, and a host whose copy is another model (its header checksum) says so and keeps
+    serving the one it has."""
 
     def __init__(self, settings: Settings, metrics: Metrics, served: ServedModel):
         self.settings = settings
         self.metrics = metrics
         self.served = served  # replaced whole (one assignment), never changed
-        self.lock = threading.Lock()  # one reload or publish at a time; requests never wait on it
-        self.live_version: int | None = None
-        self.live_failed: int | None = None
+        self.lock = threading.Lock()  # one swap at a time; requests never wait on it
+        self.live_version: int | Version | None = None
+        self.live_failed: int | Version | None = None
         self.live_building = False
         self.model_version: tuple[int, int, int] | None = None
         self.model_failed: tuple[int, int, int] | None = None
         self.model_loading = False
+        self.ready = False  # the model's pages are in memory (GET /ready)
+        self.instance = instance_name(settings)
+        self.store: Store | None = None
+        self.store_up: bool | None = None  # None: not yet tried
+        self.fleet_checksum: str | None = None  # the model the fleet was last asked to serve
+        self._tasks: set[asyncio.Task] = set()
 
     @classmethod
     def start(cls, settings: Settings, metrics: Metrics, recommender: Recommender | None = None) -> Serving:
         """Load the model file (or take `recommender`, already loaded) and its catalog, and take
-        up a live set already published. Raises ModelError when no model file loads."""
+        up a live set already published in the file (with REDIS_URL the store's is taken up by
+        `open`). Raises ModelError when no model file loads."""
         version, failed = file_version(settings.model_path), None
         if recommender is not None:
             model = recommender
@@ -303,14 +368,42 @@ class Serving:
         serving = cls(settings, metrics, served)
         metrics.model(model)
         serving.model_version, serving.model_failed = (None, failed) if failed else (version, None)
-        serving.sync_live(force=True)
+        if not settings.redis_url:
+            serving.sync_live(force=True)
         log.info(
-            "model loaded: %d users, %d streamers, created %s",
+            "model loaded: %d users, %d streamers, created %s, checksum %s",
             model.n_users,
             model.n_streamers,
             model.metadata.get("created_at"),
+            model.checksum or "-",
         )
         return serving
+
+    async def open(self) -> None:
+        """Start what runs beside the requests: reading the model's pages in (then ready), the
+        once-a-second watch and, with REDIS_URL, the store: the current live set taken up now if
+        the store answers (one line if not: the service serves without it and takes it up when
+        the store is back) and its messages listened to."""
+        self._spawn_thread(self._warm_up, self.model)
+        if self.settings.redis_url:
+            self.store = Store(self.settings.redis_url, self.settings.redis_prefix)
+            try:
+                await self.store.ping()
+                self._store_is(True)
+                await self._take_up_store_model()
+                await self.take_up_store_live()
+            except StoreUnavailable as exc:
+                self._store_is(False, str(exc))
+            self._spawn(self.listen())
+        self._spawn(self.watch())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.close()
+        self.stop()
 
     def stop(self) -> None:
         self.metrics.flush()
@@ -320,91 +413,336 @@ class Serving:
     def model(self) -> Recommender:
         return self.served.model
 
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    def _spawn_thread(target, *args) -> None:
+        threading.Thread(target=target, args=args, daemon=True).start()
+
+    # --- ready ------------------------------------------------------------------------------------
+
+    def _warm_up(self, model: Recommender) -> None:
+        self._warm(model, "serving")
+        self.ready = True
+
+    def _warm(self, model: Recommender, why: str) -> None:
+        """Read `model`'s pages in (for at most WARM_SECONDS) and say how long it took."""
+        touched, total, seconds = warm(model, self.settings.warm_seconds)
+        if total:
+            level = logging.INFO if touched == total else logging.WARNING
+            log.log(
+                level,
+                "model pages in memory before %s: %.1f of %.1f MB in %.1f s%s",
+                why,
+                touched / 2**20,
+                total / 2**20,
+                seconds,
+                "" if touched == total else " (WARM_SECONDS reached; the rest is read on first use)",
+            )
+
+    # --- state for /health, /metrics and the fleet ------------------------------------------------
+
+    def state(self) -> dict:
+        """What this worker serves, for /health and the fleet."""
+        model, live = self.served.model, self.served.live
+        return {
+            "instance": self.instance,
+            "pid": os.getpid(),
+            "ready": self.ready,
+            "model_created_at": model.metadata.get("created_at"),
+            "model_checksum": model.checksum or None,
+            "fleet_model_checksum": self.fleet_checksum,
+            "live_version": self.live_version_text(),
+            "live_streamers": len(live) if live is not None else 0,
+            "live_lists_ready": live is None or live.lists is not None or not len(live),
+        }
+
+    def live_version_text(self) -> str | None:
+        version = self.live_version
+        if version is None:
+            return None
+        return format_version(version) if isinstance(version, tuple) else f"file:{version}"
+
+    def _store_is(self, up: bool, why: str = "") -> None:
+        """Log the store's state when it changes: one line when it goes, one when it is back."""
+        if up and self.store_up is False:
+            log.info("the store at %s answers again", self.store.url if self.store else "?")
+        elif not up and self.store_up is not False:
+            log.error("%s; serving the model and the live set this worker has, retrying with backoff", why)
+        self.store_up = up
+
     # --- reload -----------------------------------------------------------------------------------
 
-    def reload(self) -> tuple[Recommender, Recommender]:
-        """Load the model file and catalog again and swap them in, with the live set carried over:
-        (old model, new model). Call with the lock held. Raises ModelError, CatalogError and
-        leaves the served model as it was."""
+    def _load(self) -> tuple[ServedModel, tuple[int, int, int] | None]:
+        """The model file and catalog loaded (with the live set carried over, by name) and read into
+        memory, not yet served: (snapshot, the file's version). Raises ModelError, CatalogError."""
         settings = self.settings
-        old = self.model
-        try:
-            new = load_and_remember(settings.model_path)
-            served = self.served.for_model(new, load_catalog(settings, new))
-        except (ModelError, CatalogError):
-            self.metrics.reloaded(ok=False)
-            raise
-        self.served = served  # one assignment: a request sees the old model or the new
+        version = file_version(settings.model_path)
+        new = load_and_remember(settings.model_path)
+        served = self.served.for_model(new, load_catalog(settings, new))
+        self._warm(new, "the swap")
+        return served, version
+
+    def _swap_model(self, served: ServedModel, version: tuple[int, int, int] | None) -> Recommender:
+        """Serve `served` (from _load) with the live set served now: the old model."""
+        with self.lock:
+            old = self.model
+            if self.served.live is not None and self.served.live is not served.live:
+                # A newer live set was swapped in while the model loaded: carry that one over.
+                served = served.with_streams(self.served.live)
+            self.served = served  # one assignment: a request sees the old model or the new
+            self.model_version, self.model_failed = version, None
+        new = served.model
         self.metrics.reloaded(ok=True)
         self.metrics.model(new)
+        self._rank_live_lists(served.live)
         log.info(
-            "serving %s: created %s, %d users, %d streamers",
-            settings.model_path,
+            "serving %s: created %s, checksum %s, %d users, %d streamers",
+            self.settings.model_path,
             new.metadata.get("created_at"),
+            new.checksum or "-",
             new.n_users,
             new.n_streamers,
         )
-        return old, new
+        return old
 
-    def reload_everywhere(self) -> tuple[Recommender, Recommender]:
-        """Reload here at once, then touch the file so that every other worker takes it up:
-        (old model, new model). Raises ReloadFailed; the old model keeps serving."""
-        path = self.settings.model_path
-        with self.lock:
-            try:
-                old, new = self.reload()
-            except (ModelError, CatalogError) as exc:
-                why = f"reload failed; still serving the model created at {self.model.metadata.get('created_at')}"
-                log.error("%s: %s", why, exc)
-                raise ReloadFailed(f"{why}: {exc}") from None
+    def reload(self) -> tuple[Recommender, Recommender]:
+        """Load the model file and catalog again and swap them in (this worker only): (old model,
+        new model). Raises ModelError, CatalogError and leaves the served model as it was."""
+        try:
+            served, version = self._load()
+        except (ModelError, CatalogError):
+            self.metrics.reloaded(ok=False)
+            raise
+        return self._swap_model(served, version), served.model
+
+    async def reload_everywhere(self) -> tuple[Recommender, Recommender, int | None]:
+        """Load the file here; with the store, record its checksum there and tell every worker of
+        every host, then swap it in here; without, swap it in here and touch the file so that
+        every worker of this host takes it up. (old model, new model, workers the message reached
+        or None). Raises ReloadFailed (the file) or StoreDown (the store): the old model keeps
+        serving everywhere."""
+        if self.store is not None:
+            await self._store_call(self.store.ping())
+        try:
+            served, version = await run_in_threadpool(self._load)
+        except (ModelError, CatalogError) as exc:
+            self.metrics.reloaded(ok=False)
+            why = f"reload failed; still serving the model created at {self.model.metadata.get('created_at')}"
+            log.error("%s: %s", why, exc)
+            raise ReloadFailed(f"{why}: {exc}") from None
+        new = served.model
+        reached = None
+        if self.store is not None:
+            reached = await self._store_call(self.store.announce_model(new.checksum, new.metadata.get("created_at")))
+            self.fleet_checksum = new.checksum
+        old = await run_in_threadpool(self._swap_model, served, version)
+        if self.store is None:
             # The other workers take up a file whose modification time changed: touch it.
+            path = self.settings.model_path
             try:
                 os.utime(path)
+                self.model_version = file_version(path)
             except OSError as exc:
                 log.warning("reloaded this worker only: cannot touch %s (%s)", path, exc)
-            self.model_version, self.model_failed = file_version(path), None
-        return old, new
+        return old, new, reached
+
+    async def _store_call(self, call):
+        """Await a store call for a write; StoreDown (logged once) when the store does not answer."""
+        try:
+            result = await call
+        except StoreUnavailable as exc:
+            self._store_is(False, str(exc))
+            raise StoreDown(f"{exc}; nothing was changed") from None
+        self._store_is(True)
+        return result
+
+    async def take_up_reload(self, checksum: str) -> None:
+        """A reload another worker asked for: load this host's file and serve it if it is the model
+        asked for (its checksum); if it is another, say so and keep serving the one served now."""
+        self.fleet_checksum = checksum
+        if self.model.checksum == checksum or self.model_loading:
+            return
+        self.model_loading = True
+        try:
+            await run_in_threadpool(self._take_up_model, file_version(self.settings.model_path))
+        finally:
+            self.model_loading = False
+
+    async def _take_up_store_model(self) -> None:
+        self.fleet_checksum = await self.store.fleet_model() if self.store is not None else None
+        if self.fleet_checksum and self.fleet_checksum != self.model.checksum:
+            log.error(
+                "the fleet serves model %s, %s holds model %s (created at %s): serving it until the file "
+                "there is the fleet's (copy it, then POST /admin/reload)",
+                self.fleet_checksum,
+                self.settings.model_path,
+                self.model.checksum or "-",
+                self.model.metadata.get("created_at"),
+            )
 
     # --- publish ----------------------------------------------------------------------------------
 
-    def publish(self, streams: list[LiveStream]) -> LiveSet:
-        """Rank `streams` as the live set, write it to the shared file for the other workers and
-        swap it in here at once. Raises PublishFailed when the file cannot be written: then nothing
-        is published."""
-        with self.lock:  # against a concurrent reload swapping the model underneath
-            served = self.served.with_live(streams)
-            live = served.live
-            assert live is not None
+    async def publish(self, streams: list[LiveStream]) -> LiveSet:
+        """Store `streams` as the live set (in the store, else the shared file), which tells every
+        other worker, and serve it here at once; its live-only lists are ranked in the background.
+        Raises PublishFailed (the file) or StoreDown (the store): then nothing was published."""
+        served = await run_in_threadpool(self.served.with_live, streams)
+        live = served.live
+        assert live is not None
+        body = live_body(live.streams, live.since)
+        if self.store is not None:
+            version: int | Version = await self._store_call(self.store.publish_live(body))
+        else:
             path = live_file(self.settings)
             try:
-                self.live_version = write_live(path, list(live.streams), live.since)
+                version = await run_in_threadpool(write_live, path, list(live.streams), live.since)
             except OSError as exc:
                 why = f"cannot write the live set to {path} ({exc.strerror or exc}); nothing was published"
                 raise PublishFailed(why) from None
-            self.served = served
-        self.metrics.live(live)
-        log.info("live set: %d streamers (%d unknown names)", len(live), live.unknown)
+        await run_in_threadpool(self._swap_live, served, version)
         return live
+
+    def _swap_live(self, served: ServedModel, version: int | Version) -> None:
+        """Serve `served` (a snapshot with a new live set, its lists not yet ranked) unless a newer
+        set is served already; then rank its lists in the background."""
+        with self.lock:
+            if not newer(version, self.live_version):
+                return
+            if served.model is not self.model:  # the model was swapped meanwhile: this set on it
+                served = self.served.with_streams(served.live)
+            self.served = served
+            self.live_version, self.live_failed = version, None
+        live = served.live
+        self.metrics.live(live)
+        self.metrics.live_version(self.live_version_text())
+        if live is not None:
+            log.info("live set %s: %d streamers (%d unknown names)", self.live_version_text(), len(live), live.unknown)
+        self._rank_live_lists(live)
+
+    def _rank_live_lists(self, live: LiveSet | None) -> None:
+        if live is not None and live.lists is None and len(live):
+            self._spawn_thread(self._add_live_lists, self.model, live)
+
+    def _add_live_lists(self, model: Recommender, live: LiveSet) -> None:
+        """Rank every viewer's live-only lists for `live` and add them to the snapshot, unless
+        another set or model is served by then (the work stops early)."""
+
+        def superseded() -> bool:
+            return self.served.live is not live
+
+        try:
+            lists = live_lists(model, live.rows, stop=superseded)
+        except Exception:  # noqa: BLE001 - requests keep being ranked on request
+            log.exception("live-only lists not ranked; ranking live-only requests on request")
+            return
+        if lists is None:
+            return
+        with self.lock:
+            if not superseded():
+                self.served = self.served.with_live_lists(live.with_lists(lists))
 
     # --- watch ------------------------------------------------------------------------------------
 
     async def watch(self) -> None:
-        """Every LIVE_CHECK_SECONDS: one stat of the live file and one of the model file, on the
-        event loop (what changed is taken up in a background thread), and this worker's request
-        tallies added to the metrics."""
+        """Every LIVE_CHECK_SECONDS: this worker's request tallies added to the metrics, one stat of
+        the model file (and of the live file, without the store) on the event loop, and with the
+        store one round trip: this worker's heartbeat and the live set's version (a message missed
+        is caught here). What changed is taken up in a background thread."""
         while True:
             await asyncio.sleep(LIVE_CHECK_SECONDS)
             self.metrics.flush()
             try:
-                self.sync_live()
+                if self.store is None:
+                    self.sync_live()
                 self.sync_model()
+                if self.store is not None:
+                    await self._beat()
             except Exception:  # noqa: BLE001 - the watcher must outlive a bad file
                 log.exception("could not take up a published live set or model file")
 
+    async def _beat(self) -> None:
+        assert self.store is not None
+        was_up = self.store_up
+        try:
+            version = await self.store.heartbeat(f"{self.instance}/{os.getpid()}", self.state())
+        except StoreUnavailable as exc:
+            self._store_is(False, str(exc))
+            return
+        self._store_is(True)
+        if not was_up:
+            await self._take_up_store_model()
+        if version is not None and newer(version, self.live_version) and version != self.live_failed:
+            self._spawn(self.take_up_store_live())
+
+    async def listen(self) -> None:
+        """The store's messages: a live set published, a reload asked for. Reconnects with backoff
+        (0.1 s doubling to 5 s) and then looks for a set published while it was away."""
+        assert self.store is not None
+        delay = 0.1
+        while True:
+            pubsub = self.store.pubsub()
+            try:
+                await pubsub.subscribe(self.store.channel)
+                if self.store_up is False:
+                    await self.store.ping()  # subscribing may not have reached it yet
+                    self._store_is(True)
+                    await self._take_up_store_model()
+                    self._spawn(self.take_up_store_live())
+                delay = 0.1
+                async for message in pubsub.listen():
+                    parsed = parse_message(message.get("data", b""))
+                    if parsed is None:
+                        continue
+                    if parsed.kind == "live":
+                        version = parse_version(parsed.value)
+                        if version is not None and newer(version, self.live_version):
+                            self._spawn(self.take_up_store_live())
+                    else:
+                        self._spawn(self.take_up_reload(parsed.value))
+            except (RedisError, OSError) as exc:
+                self._store_is(False, str(self.store.unavailable(exc)))
+            except StoreUnavailable as exc:
+                self._store_is(False, str(exc))
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def take_up_store_live(self) -> None:
+        """Take up the live set in the store if it is newer than the one served. A set that does not
+        validate is one log line per version, and the set served stays."""
+        if self.store is None or self.live_building:
+            return
+        self.live_building = True
+        try:
+            stored = await self.store.live(live_file_limit(self.settings.max_body_bytes))
+            if stored is None:
+                return
+            version, body = stored
+            if not newer(version, self.live_version) or version == self.live_failed:
+                return
+            refusal = f"the live set in the store (version {format_version(version)}) is not one"
+            streams, since = await run_in_threadpool(parse_live, body, refusal)
+            served = await run_in_threadpool(self.served.with_live, streams, since)
+            await run_in_threadpool(self._swap_live, served, version)
+        except StoreUnavailable as exc:
+            self._store_is(False, str(exc))
+        except (LiveFileError, ValueError) as exc:
+            self.live_failed = version if "version" in locals() else None
+            log.error("live set not taken up; %s: %s", self._serving_live(), " ".join(str(exc).split())[:300])
+        finally:
+            self.live_building = False
+
     def sync_live(self, force: bool = False) -> None:
         """Take up a live set that another worker published: if the shared file is newer than the
-        one this worker serves, rank it in a background thread and swap it in when ready (`force`:
-        right here, as at startup)."""
+        one this worker serves, read it in a background thread and swap it in (`force`: right here,
+        as at startup)."""
         try:
             version = live_file(self.settings).stat().st_mtime_ns
         except OSError:
@@ -415,7 +753,7 @@ class Serving:
         if force:
             self._take_up_live(version)
         else:
-            threading.Thread(target=self._take_up_live, args=(version,), daemon=True).start()
+            self._spawn_thread(self._take_up_live, version)
 
     def sync_model(self) -> None:
         """Take up a model file that replaced the one this worker serves (a retrain, an update, or
@@ -425,16 +763,42 @@ class Serving:
         if version is None or version in (self.model_version, self.model_failed) or self.model_loading:
             return
         self.model_loading = True
-        threading.Thread(target=self._take_up_model, args=(version,), daemon=True).start()
 
-    def _take_up_model(self, version: tuple[int, int, int]) -> None:
+        def take_up() -> None:
+            try:
+                self._take_up_model(version)
+            finally:
+                self.model_loading = False
+
+        self._spawn_thread(take_up)
+
+    def _take_up_model(self, version: tuple[int, int, int] | None) -> None:
+        """Load the model file (`version` when looked at) and serve it; with a fleet model recorded
+        in the store, only if it is that model."""
         try:
-            with self.lock:
-                if version != self.model_version:
-                    self.reload()
-                    self.model_version = version
+            served, version = self._load()
+            new = served.model
+            expected = self.fleet_checksum if self.store is not None else None
+            if expected and new.checksum != expected:
+                self.model_failed = version
+                log.error(
+                    "%s holds model %s (created at %s), the fleet serves %s: still serving %s (created at %s) "
+                    "until the file here is the fleet's",
+                    self.settings.model_path,
+                    new.checksum,
+                    new.metadata.get("created_at"),
+                    expected,
+                    self.model.checksum or "-",
+                    self.model.metadata.get("created_at"),
+                )
+                return
+            if self.model.checksum and new.checksum == self.model.checksum:
+                self.model_version, self.model_failed = version, None  # the same model: nothing to swap
+                return
+            self._swap_model(served, version)
         except (ModelError, CatalogError) as exc:
             self.model_failed = version
+            self.metrics.reloaded(ok=False)
             log.error(
                 "model file replaced but not loaded; still serving the model created at %s: %s",
                 self.model.metadata.get("created_at"),
@@ -443,8 +807,6 @@ class Serving:
         except Exception:  # noqa: BLE001 - a bug, not a bad file: logged in full, once per file version
             self.model_failed = version
             log.exception("model file replaced but not loaded; still serving the model it had")
-        finally:
-            self.model_loading = False
 
     def _take_up_live(self, seen: int) -> None:
         """Read the live-set file (version `seen` when it was looked at) and swap its set in. A file
@@ -454,11 +816,8 @@ class Serving:
             if published is None:
                 return
             streams, since, version = published
-            with self.lock:
-                if version != self.live_version:
-                    self.served = self.served.with_live(streams, since)
-                    self.live_version = version
-            self.metrics.live(self.served.live)
+            if version != self.live_version:
+                self._swap_live(self.served.with_live(streams, since), version)
         except LiveFileError as exc:
             self.live_failed = seen
             log.error("live set not taken up; %s: %s", self._serving_live(), exc)

@@ -21,6 +21,7 @@ from streamrec.model.model_file import (
     check_writable,
     load_model,
     save_model,
+    warm,
 )
 from streamrec.model.scoring import rank_recent, recommend_for
 from tests.helpers import Exploit
@@ -190,3 +191,23 @@ def test_check_writable(tmp_path):
     check_writable(tmp_path / "new" / "m.pkl")
     with pytest.raises(ModelError, match="found a directory"):
         check_writable(tmp_path)
+
+
+def test_warm_reads_every_page_of_the_file_within_its_bound(block_model_path):
+    model = load_model(block_model_path)
+    touched, total, seconds = warm(model, 60)
+    assert total > 0 and touched == total and seconds < 60
+    assert total <= block_model_path.stat().st_size
+    assert warm(model, 0)[0] == 0  # no time: nothing touched
+    assert warm(load_model(block_model_path), 0)[1] == total
+
+
+def test_the_checksum_is_the_header_s_and_tells_two_trainings_apart(block_model_path, tmp_path):
+    model = load_model(block_model_path)
+    assert len(model.checksum) == 16 and int(model.checksum, 16) >= 0
+    copy = tmp_path / "copy.pkl"
+    copy.write_bytes(block_model_path.read_bytes())
+    assert load_model(copy).checksum == model.checksum  # a copy is the same model
+    model.metadata = {**model.metadata, "created_at": "2000-01-01T00:00:00+00:00"}
+    save_model(model, tmp_path / "other.pkl")
+    assert model.checksum == load_model(tmp_path / "other.pkl").checksum != load_model(copy).checksum

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
+from streamrec.model.model_file import load_model
 from streamrec.serve.app import create_app
 from streamrec.settings import Settings
 from tests.helpers import GROUP_A
@@ -109,3 +112,37 @@ def test_metrics_in_one_process_and_switched_off(block_model_path):
     with TestClient(app) as c:
         assert c.get("/metrics").status_code == 404
         assert c.get("/recomendations/user/1").status_code == 200
+
+
+def test_ready_answers_503_until_the_model_is_in_memory_then_200(client):
+    serving = client.app.state.serving
+    deadline = time.monotonic() + 10
+    while not serving.ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.get("/ready").json() == {"status": "ready"}
+    serving.ready = False  # as while a start reads the model's pages in
+    try:
+        r = client.get("/ready")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "not ready" in r.json()["detail"]
+        assert client.get("/health").json()["ready"] is False
+    finally:
+        serving.ready = True
+
+
+def test_health_says_which_model_and_live_set_this_worker_serves(client, block_model_path):
+    health = client.get("/health").json()
+    assert health["model_checksum"] == load_model(block_model_path).checksum and len(health["model_checksum"]) == 16
+    assert health["store"] == "none" and health["fleet_model_checksum"] is None
+    put = client.put("/live", json={"streamers": ["alpha1"]})
+    assert put.status_code == 404  # no admin token here: the live set is the file's
+    metrics = client.get("/metrics").text
+    assert f'streamrec_model_info{{checksum="{health["model_checksum"]}"' in metrics
+
+
+def test_the_fleet_needs_the_store(block_model_path):
+    token = "fleet-route-admin-token"
+    app = create_app(Settings(model_path=block_model_path, admin_token=token, _env_file=None))
+    with TestClient(app) as c:
+        r = c.get("/admin/fleet", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 409 and "REDIS_URL" in r.json()["detail"]
+        assert c.get("/admin/fleet").status_code == 401

@@ -25,8 +25,10 @@ OPERATIONS = [
     "GET /health",
     "GET /metrics",
     "POST /admin/reload",
+    "GET /ready",
+    "GET /admin/fleet",
 ]
-NO_INPUT = ["GET /health", "GET /live", "GET /metrics"]
+NO_INPUT = ["GET /health", "GET /live", "GET /metrics", "GET /ready"]
 
 
 @pytest.fixture(scope="module")

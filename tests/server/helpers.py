@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,7 +99,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k.upper() not in {"DATA_PATH", "MODEL_PATH", "DEMO_DATA_PATH", "ADMIN_TOKEN", "PORT", "HOST", "WORKERS"}
+        if k.upper()
+        not in {
+            *("DATA_PATH", "MODEL_PATH", "DEMO_DATA_PATH", "ADMIN_TOKEN", "PORT", "HOST", "WORKERS"),
+            *("REDIS_URL", "REDIS_PREFIX", "INSTANCE_NAME", "LIVE_PATH"),
+        }
     }
     env.update(extra)
     return env
@@ -136,3 +142,52 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
             total += float(m.group(2))
     return total
+
+
+REDIS_MISSING = (
+    "redis-server (Redis 7 or Valkey) is not on PATH: `make test` installs Debian's redis-server when run as "
+    "root; else install it (apt-get install redis-server, or your system's Redis 7 package)"
+)
+
+
+class RedisServer:
+    """A real redis-server on a free port of loopback, in its own temporary folder, with a password
+    and no persistence (a restart starts it empty, like a lost store). `stop()` kills it (SIGKILL:
+    the store lost, not shut down), `start()` starts it again on the same port."""
+
+    def __init__(self, folder: Path, password: str = "store-test-password-x7"):
+        binary = shutil.which("redis-server") or shutil.which("valkey-server")
+        if binary is None:
+            pytest.fail(REDIS_MISSING)
+        self.binary, self.folder, self.password = binary, folder, password
+        self.port = free_port()
+        self.url = f"redis://:{password}@127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
+            + ["--save", "", "--appendonly", "no", "--requirepass", self.password, "--daemonize", "no"],
+            stdout=open(self.folder / "redis.log", "a"),  # noqa: SIM115 - closed with the process
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    conn.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                    answer = b""
+                    while b"PONG" not in answer and (chunk := conn.recv(100)):
+                        answer += chunk
+                    if b"PONG" in answer:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}: {(self.folder / 'redis.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
