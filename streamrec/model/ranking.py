@@ -356,6 +356,7 @@ def ranked_lists(
     done: Callable[[int], object] | None = None,
     bonus: np.ndarray | None = None,
     stop: Callable[[], bool] | None = None,
+    threads: int | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
     shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
@@ -367,7 +368,8 @@ def ranked_lists(
     watched streamers for `new` (exclude_watched); with `among` (sorted streamer rows, e.g. the
     live ones), only those. One matrix product per chunk of users serves both rankers. `done(n)`
     is called as each chunk of n users is ranked (progress). `stop()` true: the chunks not yet
-    started are skipped (the lists are then incomplete: the caller asked for that)."""
+    started are skipped (the lists are then incomplete: the caller asked for that). `threads`:
+    chunks ranked at once (default: one per core)."""
     catalog = model.catalog if among is None else among
     catalog_factors = model.catalog_factors if among is None else np.ascontiguousarray(model.als.item_factors[among])
     catalog_pos = np.full(model.n_streamers, -1, dtype=np.int64)
@@ -435,7 +437,7 @@ def ranked_lists(
 
     # numpy's products, partitions and ufuncs release the GIL: chunks run on all cores, each
     # writing its own rows, with BLAS held to one thread per chunk to avoid oversubscription.
-    with threadpool_limits(1, "blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
         list(pool.map(rank_chunk, range(0, model.n_users, CHUNK_USERS)))
     return out, best_all
 

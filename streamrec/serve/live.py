@@ -51,6 +51,10 @@ from streamrec.model.recommender import LIVE_LIST_LENGTH, Candidates, Recommende
 
 MAX_STREAMERS = 1_000_000  # streamers in one live set (Twitch has about 100k live at its peak)
 MAX_VIEWERS = 10**9  # viewers of one stream: more than any stream has had, less than any overflow
+# Live-only lists are ranked in advance while viewers x live streamers is at most this (about 20 s of
+# one core: 100k viewers x 20k live, 1M x 2k); past it, every live-only request is ranked on request
+# among the live streamers (a few milliseconds at 100k live), which costs less than ranking them all.
+LIVE_LISTS_MAX_PAIRS = 2_000_000_000
 
 
 class LiveFileError(ValueError):
@@ -282,14 +286,16 @@ def read_live(path: Path, limit: int) -> tuple[list[LiveStream], datetime, int] 
 
 
 def live_lists(
-    model: Recommender, known: np.ndarray, stop: Callable[[], bool] | None = None
+    model: Recommender, known: np.ndarray, stop: Callable[[], bool] | None = None, threads: int | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """Every user's live-only lists among the live rows `known`: the live ranker
     (model.live_ranker) for the default list, the discovery ranker with exclude_watched. None when
-    `stop()` turned true meanwhile (a newer set, another model)."""
+    `stop()` turned true meanwhile (a newer set, another model). `threads`: see ranked_lists."""
     rankers: dict[str, RankerWeights] = {
         RankerName.ALL: model.rankers[model.live_ranker],
         RankerName.NEW: model.rankers[RankerName.NEW],
     }
-    lists = ranked_lists(model, rankers, LIVE_LIST_LENGTH, among=known, bonus=model.live_bonus, stop=stop)[0]
+    lists = ranked_lists(
+        model, rankers, LIVE_LIST_LENGTH, among=known, bonus=model.live_bonus, stop=stop, threads=threads
+    )[0]
     return None if stop is not None and stop() else lists

@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
@@ -45,8 +48,6 @@ ADMIN_PATHS = {("PUT", "/live"), ("POST", "/admin/reload"), ("GET", "/admin/flee
 CATEGORY_HELP = "only streamers in one of these categories, comma-separated, any case (see STREAMERS_PATH, PUT /live)"
 LANGUAGE_HELP = "only streamers in one of these languages, comma-separated, any case (e.g. a new viewer's locale)"
 NO_LIVE_SET = "live_only=true needs a live set: none has been published (PUT /live)"
-
-router = APIRouter()
 
 
 def split_values(text: str | None) -> list[str]:
@@ -106,6 +107,112 @@ def live_status(live: LiveSet) -> LiveStatus:
     )
 
 
+def answer(
+    serving: Serving,
+    user_id: str,
+    k: int,
+    exclude_watched: bool,
+    live_only: bool,
+    recent: str | None,
+    category: str | None,
+    language: str | None,
+) -> tuple[bytes, str]:
+    """(JSON body, source) of the recommendations route for validated parameters. Raises
+    HTTPException (409: live_only without a live set) and RequestValidationError (filters)."""
+    # Precomputed lists or a few thousand dot products: microseconds, so this runs on the event loop.
+    names = [n.strip() for n in recent.split(",")[:MAX_RECENT] if n.strip()] if recent else None
+    categories = filter_values("category", category, serving.settings) if category else None
+    languages = filter_values("language", language, serving.settings) if language else None
+    try:
+        served = serving.served
+        source, rows, scores = served.recommend(user_id, k, exclude_watched, live_only, names, categories, languages)
+    except NoLiveSet:
+        raise HTTPException(409, NO_LIVE_SET) from None
+    return served.response(user_id, source, rows, scores), source
+
+
+K_VALUES = {str(k): k for k in range(1, MAX_K + 1)}  # k as digits alone, in range
+BOOLS = {"true": True, "false": False, "1": True, "0": False}  # as pydantic reads them; others: the long way
+TEXT = frozenset({"recent", "category", "language"})
+
+
+def plain_recommendations(scope) -> tuple[bytes, str] | None:
+    """The recommendations route's answer without FastAPI's per-request parameter machinery (half
+    of a request's cost), for the requests whose parameters are plainly valid: k as 1-100 in digits,
+    booleans as true/false/1/0, text as text, the same query parsing as Starlette's (last value
+    wins) and the same answer. None for anything else, and for anything that would not be a 200:
+    the route then runs as FastAPI runs it, with its validation and its errors."""
+    user_id = scope["path_params"].get("user_id")
+    if not user_id:
+        return None
+    k, flags, text = 10, {"exclude_watched": False, "live_only": False}, dict.fromkeys(TEXT)
+    raw = scope["query_string"]
+    if raw:
+        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            if name == "k":
+                if value not in K_VALUES:
+                    return None
+                k = K_VALUES[value]
+            elif name in flags:
+                if value not in BOOLS:
+                    return None
+                flags[name] = BOOLS[value]
+            elif name in TEXT:
+                text[name] = value
+    try:
+        return answer(
+            scope["app"].state.serving,
+            user_id,
+            k,
+            flags["exclude_watched"],
+            flags["live_only"],
+            text["recent"],
+            text["category"],
+            text["language"],
+        )
+    except (HTTPException, RequestValidationError):
+        return None
+
+
+def plain(shortcut: Callable[[dict], tuple[bytes, str] | None]):
+    """Give an endpoint a shortcut for its plainly valid requests (see QuickRoute)."""
+
+    def mark(endpoint):
+        endpoint.shortcut = shortcut
+        return endpoint
+
+    return mark
+
+
+class QuickRoute(APIRoute):
+    """FastAPI's route, documented and validated as declared, with a shortcut for the requests
+    that need none of its machinery: an endpoint marked with `plain(shortcut)` is answered by
+    `shortcut(scope)` when that gives (body, source), and by FastAPI's own handler (the same
+    validation, the same 422s) when it gives None."""
+
+    def __init__(self, path: str, endpoint: Callable, **kwargs) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        shortcut = getattr(endpoint, "shortcut", None)
+        if shortcut is None:
+            return
+        self.full_app = full = self.app  # FastAPI's own, kept for the requests the shortcut declines
+
+        async def app(scope, receive, send) -> None:
+            answered = shortcut(scope)
+            if answered is None:
+                return await full(scope, receive, send)
+            body, scope["source"] = answered  # the source: for RequestMetrics
+            # As Starlette's Response(body, media_type="application/json") starts it.
+            headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        self.app = app
+
+
+router = APIRouter(route_class=QuickRoute)
+
+
 @router.get("/recomendations/user/{user_id:path}", response_model=RecommendationResponse, responses=NO_LIVE)
 @router.get(
     "/recommendations/user/{user_id:path}",
@@ -113,6 +220,7 @@ def live_status(live: LiveSet) -> LiveStatus:
     responses=NO_LIVE,
     summary="Recommendations (the same, spelled correctly)",
 )
+@plain(plain_recommendations)
 async def recommendations(
     request: Request,
     user_id: Annotated[str, Path(min_length=1, description="the viewer's uid as in the sessions file")],
@@ -128,18 +236,11 @@ async def recommendations(
 ) -> Response:
     """Streamers for one viewer, best first. Unknown viewers are ranked from `recent` when it
     names streamers the model knows, else get the popular list."""
-    # Precomputed lists or a few thousand dot products: microseconds, so this runs on the event loop.
     serving: Serving = request.app.state.serving
-    names = [n.strip() for n in recent.split(",")[:MAX_RECENT] if n.strip()] if recent else None
-    categories = filter_values("category", category, serving.settings) if category else None
-    languages = filter_values("language", language, serving.settings) if language else None
-    try:
-        served = serving.served
-        source, rows, scores = served.recommend(user_id, k, exclude_watched, live_only, names, categories, languages)
-    except NoLiveSet:
-        raise HTTPException(409, NO_LIVE_SET) from None
-    request.scope["source"] = source  # for RequestMetrics
-    return Response(served.response(user_id, source, rows, scores), media_type="application/json")
+    body, request.scope["source"] = answer(
+        serving, user_id, k, exclude_watched, live_only, recent, category, language
+    )  # the source: for RequestMetrics
+    return Response(body, media_type="application/json")
 
 
 @router.get(

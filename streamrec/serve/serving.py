@@ -36,6 +36,7 @@ from streamrec.model.recommender import Recommender
 from streamrec.model.scoring import PERSONAL, POPULAR, RECENT, rank, rank_recent
 from streamrec.serve.filters import FilterCache, Passing, filter_key, gather
 from streamrec.serve.live import (
+    LIVE_LISTS_MAX_PAIRS,
     LiveFileError,
     LiveSet,
     LiveStream,
@@ -345,6 +346,7 @@ class Serving:
         self.store: Store | None = None
         self.store_up: bool | None = None  # None: not yet tried
         self.fleet_checksum: str | None = None  # the model the fleet was last asked to serve
+        self._announced: str | None = None  # the checksum of this worker's own reload message
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
@@ -458,7 +460,7 @@ class Serving:
             "fleet_model_checksum": self.fleet_checksum,
             "live_version": self.live_version_text(),
             "live_streamers": len(live) if live is not None else 0,
-            "live_lists_ready": live is None or live.lists is not None or not len(live),
+            "live_lists_ready": not self._lists_wanted(live),
         }
 
     def live_version_text(self) -> str | None:
@@ -538,6 +540,7 @@ class Serving:
         new = served.model
         reached = None
         if self.store is not None:
+            self._announced = new.checksum
             reached = await self._store_call(self.store.announce_model(new.checksum, new.metadata.get("created_at")))
             self.fleet_checksum = new.checksum
         old = await run_in_threadpool(self._swap_model, served, version)
@@ -562,10 +565,14 @@ class Serving:
         return result
 
     async def take_up_reload(self, checksum: str) -> None:
-        """A reload another worker asked for: load this host's file and serve it if it is the model
-        asked for (its checksum); if it is another, say so and keep serving the one served now."""
+        """A reload another worker asked for: load this host's file (and catalog) and serve it if it
+        is the model asked for (its checksum); if it is another, say so and keep serving the one
+        served now."""
         self.fleet_checksum = checksum
-        if self.model.checksum == checksum or self.model_loading:
+        if checksum == self._announced:  # this worker's own reload: done already
+            self._announced = None
+            return
+        if self.model_loading:
             return
         self.model_loading = True
         try:
@@ -625,8 +632,25 @@ class Serving:
         self._rank_live_lists(live)
 
     def _rank_live_lists(self, live: LiveSet | None) -> None:
-        if live is not None and live.lists is None and len(live):
-            self._spawn_thread(self._add_live_lists, self.model, live)
+        """Rank `live`'s lists in a background thread (one core: the other serves), if worth it."""
+        if live is None or live.lists is not None or not len(live):
+            return
+        if not self._lists_wanted(live):
+            log.info(
+                "live-only lists not ranked in advance for %d viewers x %d live streamers (over %d pairs): "
+                "live-only requests are ranked on request",
+                self.model.n_users,
+                len(live),
+                LIVE_LISTS_MAX_PAIRS,
+            )
+            return
+        self._spawn_thread(self._add_live_lists, self.model, live)
+
+    def _lists_wanted(self, live: LiveSet | None) -> bool:
+        """Whether `live` is to get lists ranked in advance and has none yet."""
+        if live is None or live.lists is not None or not len(live):
+            return False
+        return self.model.n_users * len(live) <= LIVE_LISTS_MAX_PAIRS
 
     def _add_live_lists(self, model: Recommender, live: LiveSet) -> None:
         """Rank every viewer's live-only lists for `live` and add them to the snapshot, unless
@@ -636,7 +660,7 @@ class Serving:
             return self.served.live is not live
 
         try:
-            lists = live_lists(model, live.rows, stop=superseded)
+            lists = live_lists(model, live.rows, stop=superseded, threads=1)
         except Exception:  # noqa: BLE001 - requests keep being ranked on request
             log.exception("live-only lists not ranked; ranking live-only requests on request")
             return
@@ -792,10 +816,7 @@ class Serving:
                     self.model.metadata.get("created_at"),
                 )
                 return
-            if self.model.checksum and new.checksum == self.model.checksum:
-                self.model_version, self.model_failed = version, None  # the same model: nothing to swap
-                return
-            self._swap_model(served, version)
+            self._swap_model(served, version)  # the same model too: the catalog may have changed
         except (ModelError, CatalogError) as exc:
             self.model_failed = version
             self.metrics.reloaded(ok=False)
