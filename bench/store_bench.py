@@ -47,11 +47,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def live_sets(model_path: Path, size: int, count: int, seed: int = 0) -> list[list[dict]]:
     """`count` live sets of `size` streamers of the model, drawn by popularity, with metadata."""
     model = load_model(model_path)
-    p = model.popularity[model.catalog] + 1.0
+    p = model.popularity + 1.0
     rng = np.random.default_rng(seed)
     sets = []
     for _ in range(count):
-        rows = rng.choice(model.catalog, min(size, len(model.catalog)), replace=False, p=p / p.sum())
+        rows = rng.choice(model.n_streamers, min(size, model.n_streamers), replace=False, p=p / p.sum())
         names = model.streamers.ids[rows].tolist()
         sets.append(
             [
@@ -113,7 +113,7 @@ def publish_to_visible(model_path: Path, store: RedisServer, folder: Path, sets:
             r = httpx.put(f"{a}/live", json={"streamers": streams}, headers=AUTH, timeout=60)
             r.raise_for_status()
             answered = time.perf_counter()
-            version = httpx.get(f"{a}/health", timeout=10).json()["live_version"]
+            version = r.json()["version"]
             for base in (a, b):
                 worker_versions(base, pids[base], version)
             visible.append(time.perf_counter() - answered)

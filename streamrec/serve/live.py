@@ -148,6 +148,7 @@ class LiveSet:
     streams: tuple[LiveStream, ...] = ()  # as published (the first of a repeated name), one per name
     codes: Codes | None = None  # category and language per streamer row: the catalog's, the live ones' over it
     viewers: np.ndarray | None = None  # per live row (aligned with rows): viewers now, -1 when not published
+    version: str | None = None  # as stored: "<epoch>.<number>" in the store, "file:<mtime_ns>" in the file
 
     @classmethod
     def build(
@@ -157,6 +158,7 @@ class LiveSet:
         since: datetime | None = None,
         rank: bool = True,
         codes: Codes | None = None,
+        version: str | None = None,
     ) -> LiveSet:
         """The live set of `streams` (names, or LiveStreams with what is known of the stream now)
         for `model`, over the catalog's `codes`; with `rank`, every user's live-only lists are
@@ -192,10 +194,14 @@ class LiveSet:
             streams=tuple(published),
             codes=codes,
             viewers=viewers,
+            version=version,
         )
 
     def with_lists(self, lists: dict[str, tuple[np.ndarray, np.ndarray]]) -> LiveSet:
         return replace(self, lists=lists)
+
+    def with_version(self, version: str | None) -> LiveSet:
+        return replace(self, version=version)
 
     @property
     def ranked_by_viewers(self) -> bool:

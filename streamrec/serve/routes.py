@@ -99,6 +99,7 @@ NO_LIVE: dict[int | str, dict] = {409: {"model": ErrorDetail, "description": "li
 
 def live_status(live: LiveSet) -> LiveStatus:
     return LiveStatus(
+        version=live.version,
         live=len(live),
         unknown=live.unknown,
         since=live.since.isoformat(timespec="seconds"),
@@ -280,7 +281,7 @@ async def get_live(request: Request) -> LiveStatus:
     """How many streamers are live now, and since when."""
     live: LiveSet | None = request.app.state.serving.served.live
     if live is None:
-        return LiveStatus(live=0, unknown=0, since=None, categories={}, languages={})
+        return LiveStatus(version=None, live=0, unknown=0, since=None, categories={}, languages={})
     return live_status(live)
 
 

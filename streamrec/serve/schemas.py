@@ -28,6 +28,9 @@ class SimilarResponse(BaseModel):
 
 
 class LiveStatus(BaseModel):
+    version: str | None = Field(
+        description="the set's version: '<epoch>.<number>' from the store (REDIS_URL), 'file:<mtime>' without"
+    )
     live: int = Field(description="live streamers the model knows")
     unknown: int = Field(description="published names the model does not know (left out)")
     since: str | None = Field(description="when this live set was published")

@@ -91,15 +91,17 @@ class ServedModel:
         self._names: dict[int, str] = names_cache if names_cache is not None else {}
         model.history_bonus  # noqa: B018 - derived now, not inside the first request that needs it
 
-    def with_live(self, streams: list[LiveStream], since: datetime | None = None) -> ServedModel:
+    def with_live(
+        self, streams: list[LiveStream], since: datetime | None = None, version: str | None = None
+    ) -> ServedModel:
         """This model with `streams` live; their live-only lists are not ranked yet (requests are
         ranked on request among them until `with_live_lists`)."""
-        live = LiveSet.build(self.model, streams, since, rank=False, codes=self.catalog_codes)
+        live = LiveSet.build(self.model, streams, since, rank=False, codes=self.catalog_codes, version=version)
         return ServedModel(self.model, live, self._names, self.catalog_codes, self.filters.budget)
 
     def with_streams(self, live: LiveSet | None) -> ServedModel:
         """This model with the streamers of another snapshot's live set (by name, as published)."""
-        return self if live is None else self.with_live(list(live.streams), live.since)
+        return self if live is None else self.with_live(list(live.streams), live.since, live.version)
 
     def with_live_lists(self, live: LiveSet) -> ServedModel:
         """The same snapshot with `live`: its live set with the lists ranked (filters kept: they
@@ -110,7 +112,9 @@ class ServedModel:
         """The same live streamers (by name, with their metadata) on another model and catalog."""
         codes = catalog_codes(catalog, model.streamers)
         old = self.live
-        live = LiveSet.build(model, list(old.streams), old.since, rank=False, codes=codes) if old is not None else None
+        live = None
+        if old is not None:
+            live = LiveSet.build(model, list(old.streams), old.since, rank=False, codes=codes, version=old.version)
         return ServedModel(model, live, None, codes, self.filters.budget)
 
     @property
@@ -306,6 +310,13 @@ class StoreDown(Exception):
     written and nothing changed. The message is one line without the store's password."""
 
 
+def version_text(version: int | Version | None) -> str | None:
+    """A live set's version as shown: "<epoch>.<number>" (the store's), "file:<mtime_ns>"."""
+    if version is None:
+        return None
+    return format_version(version) if isinstance(version, tuple) else f"file:{version}"
+
+
 def newer(version, held) -> bool:
     """Whether a live set's `version` should replace the `held` one: a store's (epoch, number)
     must be later; a file's modification time need only differ (the file is the set)."""
@@ -458,16 +469,13 @@ class Serving:
             "model_created_at": model.metadata.get("created_at"),
             "model_checksum": model.checksum or None,
             "fleet_model_checksum": self.fleet_checksum,
-            "live_version": self.live_version_text(),
+            "live_version": live.version if live is not None else None,
             "live_streamers": len(live) if live is not None else 0,
             "live_lists_ready": not self._lists_wanted(live),
         }
 
     def live_version_text(self) -> str | None:
-        version = self.live_version
-        if version is None:
-            return None
-        return format_version(version) if isinstance(version, tuple) else f"file:{version}"
+        return version_text(self.live_version)
 
     def _store_is(self, up: bool, why: str = "") -> None:
         """Log the store's state when it changes: one line when it goes, one when it is back."""
@@ -612,7 +620,7 @@ class Serving:
                 why = f"cannot write the live set to {path} ({exc.strerror or exc}); nothing was published"
                 raise PublishFailed(why) from None
         await run_in_threadpool(self._swap_live, served, version)
-        return live
+        return live.with_version(version_text(version))
 
     def _swap_live(self, served: ServedModel, version: int | Version) -> None:
         """Serve `served` (a snapshot with a new live set, its lists not yet ranked) unless a newer
@@ -622,11 +630,13 @@ class Serving:
                 return
             if served.model is not self.model:  # the model was swapped meanwhile: this set on it
                 served = self.served.with_streams(served.live)
-            self.served = served
             self.live_version, self.live_failed = version, None
+            if served.live is not None:
+                served = served.with_live_lists(served.live.with_version(self.live_version_text()))
+            self.served = served
         live = served.live
         self.metrics.live(live)
-        self.metrics.live_version(self.live_version_text())
+        self.metrics.live_version(live.version if live is not None else None)
         if live is not None:
             log.info("live set %s: %d streamers (%d unknown names)", self.live_version_text(), len(live), live.unknown)
         self._rank_live_lists(live)

@@ -36,7 +36,14 @@ def server(block_model_path, tmp_path_factory):
     r = client.get("/recomendations/user/1", params={"live_only": "true"})
     assert r.status_code == 409 and "PUT /live" in r.json()["detail"]
     assert client.get("/streamers/alpha0/similar", params={"live_only": "true"}).status_code == 409
-    assert client.get("/live").json() == {"live": 0, "unknown": 0, "since": None, "categories": {}, "languages": {}}
+    assert client.get("/live").json() == {
+        "version": None,
+        "live": 0,
+        "unknown": 0,
+        "since": None,
+        "categories": {},
+        "languages": {},
+    }
     r = client.put("/live", json={"streamers": LIVE}, headers=AUTH)
     assert r.status_code == 200, r.text
     yield client, path
