@@ -437,8 +437,14 @@ def ranked_lists(
 
     # numpy's products, partitions and ufuncs release the GIL: chunks run on all cores, each
     # writing its own rows, with BLAS held to one thread per chunk to avoid oversubscription.
-    with threadpool_limits(1, "blas"), ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        list(pool.map(rank_chunk, range(0, model.n_users, CHUNK_USERS)))
+    starts = range(0, model.n_users, CHUNK_USERS)
+    with threadpool_limits(1, "blas"):
+        if threads == 1:  # in the calling thread (a serving worker's background thread)
+            for lo in starts:
+                rank_chunk(lo)
+        else:
+            with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+                list(pool.map(rank_chunk, starts))
     return out, best_all
 
 

@@ -24,6 +24,7 @@ a restarted worker starts with it. `PUT /live`, the file and the store share one
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -243,9 +244,13 @@ def _popular_now(by_popularity: np.ndarray, rows: np.ndarray, viewers: np.ndarra
 
 
 def live_body(streams: Sequence[LiveStream], since: datetime) -> bytes:
-    """The published streams as the live-set file's JSON (what the store holds too)."""
-    body = LiveFile.model_validate({"since": since, "streamers": [s.to_json() for s in streams]})
-    return body.model_dump_json(exclude_none=True).encode()
+    """The published streams as the live-set file's JSON (what the store holds too): streams
+    already validated (`LiveStream.of` a LiveUpdate's items), written as LiveFile reads them."""
+    items = [
+        {k: v for k, v in item.items() if v is not None} if isinstance(item, dict) else item
+        for item in (s.to_json() for s in streams)
+    ]
+    return json.dumps({"since": since.isoformat(), "streamers": items}, separators=(",", ":")).encode()
 
 
 def parse_live(body: bytes, refusal: str) -> tuple[list[LiveStream], datetime]:

@@ -336,6 +336,7 @@ async def health(request: Request) -> Health:
         model_checksum=state["model_checksum"],
         fleet_model_checksum=state["fleet_model_checksum"],
         live_version=state["live_version"],
+        live_lists_ready=state["live_lists_ready"],
         store="none" if serving.store is None else ("down" if serving.store_up is False else "up"),
     )
 

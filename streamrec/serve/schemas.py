@@ -51,6 +51,9 @@ class Health(BaseModel):
         description="the model the fleet was last asked to serve (POST /admin/reload with REDIS_URL), if any"
     )
     live_version: str | None = Field(description="the live set served: '<epoch>.<number>' from the store, or file:")
+    live_lists_ready: bool = Field(
+        description="the live set's live-only lists are ranked (until then live-only requests are ranked on request)"
+    )
     store: Literal["none", "up", "down"] = Field(description="the shared store (REDIS_URL): none set, answering, not")
 
 

@@ -669,6 +669,10 @@ class Serving:
         def superseded() -> bool:
             return self.served.live is not live
 
+        # The lowest priority for this thread alone (Linux schedules threads): requests and the
+        # take-up of the next set come first; the lists come when the cores are free.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
             lists = live_lists(model, live.rows, stop=superseded, threads=1)
         except Exception:  # noqa: BLE001 - requests keep being ranked on request
