@@ -358,6 +358,7 @@ class Serving:
         self.store_up: bool | None = None  # None: not yet tried
         self.fleet_checksum: str | None = None  # the model the fleet was last asked to serve
         self._announced: str | None = None  # the checksum of this worker's own reload message
+        self._look_again = False  # a live-set message came while one was being taken up
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
@@ -519,16 +520,6 @@ class Serving:
             new.n_streamers,
         )
         return old
-
-    def reload(self) -> tuple[Recommender, Recommender]:
-        """Load the model file and catalog again and swap them in (this worker only): (old model,
-        new model). Raises ModelError, CatalogError and leaves the served model as it was."""
-        try:
-            served, version = self._load()
-        except (ModelError, CatalogError):
-            self.metrics.reloaded(ok=False)
-            raise
-        return self._swap_model(served, version), served.model
 
     async def reload_everywhere(self) -> tuple[Recommender, Recommender, int | None]:
         """Load the file here; with the store, record its checksum there and tell every worker of
@@ -755,14 +746,21 @@ class Serving:
     async def take_up_store_live(self) -> None:
         """Take up the live set in the store if it is newer than the one served. A set that does not
         validate is one log line per version, and the set served stays."""
-        if self.store is None or self.live_building:
+        if self.store is None:
             return
-        self.live_building = True
+        if self.live_building:
+            self._look_again = True  # a newer set may have come meanwhile: looked for when done
+            return
+        self.live_building, self._look_again = True, False
+        version: Version | None = None
         try:
+            version = await self.store.live_version()
+            if version is None or not newer(version, self.live_version) or version == self.live_failed:
+                return
             stored = await self.store.live(live_file_limit(self.settings.max_body_bytes))
             if stored is None:
                 return
-            version, body = stored
+            version, body = stored  # newer still, if another was published in between
             if not newer(version, self.live_version) or version == self.live_failed:
                 return
             refusal = f"the live set in the store (version {format_version(version)}) is not one"
@@ -772,10 +770,12 @@ class Serving:
         except StoreUnavailable as exc:
             self._store_is(False, str(exc))
         except (LiveFileError, ValueError) as exc:
-            self.live_failed = version if "version" in locals() else None
+            self.live_failed = version
             log.error("live set not taken up; %s: %s", self._serving_live(), " ".join(str(exc).split())[:300])
         finally:
             self.live_building = False
+            if self._look_again:
+                self._spawn(self.take_up_store_live())
 
     def sync_live(self, force: bool = False) -> None:
         """Take up a live set that another worker published: if the shared file is newer than the
