@@ -95,6 +95,7 @@ ADMIN_RESPONSES: dict[int | str, dict] = {
     404: {"model": ErrorDetail, "description": "admin endpoints are off (no ADMIN_TOKEN set)"},
 }
 NO_LIVE: dict[int | str, dict] = {409: {"model": ErrorDetail, "description": "live_only before any PUT /live"}}
+STORE_DOWN = {"model": ErrorDetail, "description": "the store (REDIS_URL) is unreachable; nothing was changed"}
 
 
 def live_status(live: LiveSet) -> LiveStatus:
@@ -366,7 +367,7 @@ async def ready(request: Request) -> Response:
     responses={
         **ADMIN_RESPONSES,
         409: {"model": ErrorDetail, "description": "the file did not load"},
-        503: {"model": ErrorDetail, "description": "the store (REDIS_URL) is unreachable"},
+        503: STORE_DOWN,
     },
 )
 async def reload_model(request: Request) -> Reloaded:
@@ -397,7 +398,7 @@ async def reload_model(request: Request) -> Reloaded:
     responses={
         **ADMIN_RESPONSES,
         409: {"model": ErrorDetail, "description": "no store (REDIS_URL): there is no fleet to list"},
-        503: {"model": ErrorDetail, "description": "the store (REDIS_URL) is unreachable"},
+        503: STORE_DOWN,
     },
 )
 async def fleet(request: Request) -> Fleet:
