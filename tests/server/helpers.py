@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -155,27 +156,42 @@ class RedisServer:
     and no persistence (a restart starts it empty, like a lost store). `stop()` kills it (SIGKILL:
     the store lost, not shut down), `start()` starts it again on the same port."""
 
-    def __init__(self, folder: Path, password: str = "store-test-password-x7"):
+    def __init__(self, folder: Path, password: str = "store-test-password-x7", tls: bool = False):
         binary = shutil.which("redis-server") or shutil.which("valkey-server")
         if binary is None:
             pytest.fail(REDIS_MISSING)
         self.binary, self.folder, self.password = binary, folder, password
         self.port = free_port()
         self.url = f"redis://:{password}@127.0.0.1:{self.port}/0"
+        self.tls: list[str] = []
+        self.context: ssl.SSLContext | None = None
+        if tls:  # its own CA and a certificate for 127.0.0.1; clients check it against the CA
+            ca = make_certificates(folder / "tls")
+            self.tls = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            self.tls += [
+                "--tls-cert-file",
+                str(ca.parent / "server.crt"),
+                "--tls-key-file",
+                str(ca.parent / "server.key"),
+            ]
+            self.tls += ["--tls-ca-cert-file", str(ca)]
+            self.url = f"rediss://:{password}@127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
+            self.context = ssl.create_default_context(cafile=str(ca))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
-            + ["--save", "", "--appendonly", "no", "--requirepass", self.password, "--daemonize", "no"],
+            + ["--save", "", "--appendonly", "no", "--requirepass", self.password, "--daemonize", "no"]
+            + self.tls,
             stdout=open(self.folder / "redis.log", "a"),  # noqa: SIM115 - closed with the process
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                with self._connect() as conn:
                     conn.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
                     answer = b""
                     while b"PONG" not in answer and (chunk := conn.recv(100)):
@@ -186,8 +202,30 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start on port {self.port}: {(self.folder / 'redis.log').read_text()}")
 
+    def _connect(self) -> socket.socket:
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+        return self.context.wrap_socket(conn, server_hostname="127.0.0.1") if self.context else conn
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+def make_certificates(folder: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl); the CA's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=ca")
+
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=x")
+    openssl(
+        *("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"),
+        *("-out", "server.crt", "-days", "2", "-extfile", "san.ext"),
+    )
+    return folder / "ca.crt"

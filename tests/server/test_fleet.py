@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx2 as httpx
 import pytest
@@ -32,7 +33,7 @@ def store(tmp_path_factory):
     server.stop()
 
 
-def start_host(folder: Path, model: Path, store: RedisServer, workers: int = 1, name: str = ""):
+def start_host(folder: Path, model: Path, store: RedisServer | SimpleNamespace, name: str = "", workers: int = 1):
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(model, folder / "model.pkl")  # every host its own copy
     env = clean_env(
@@ -270,3 +271,28 @@ def test_the_store_lost_under_load_fails_no_get_writes_503_and_work_again_once_i
         assert store.password not in text
         assert text.count("is unreachable") <= 3 * 2, text  # one line per worker when it went (and writes)
     assert store.password not in httpx.get(f"{a}/metrics").text
+
+
+def test_a_host_reaches_the_store_over_tls_and_says_so_when_the_certificate_is_not_trusted(tmp_path, block_model_path):
+    store = RedisServer(tmp_path / "redis-tls", tls=True).start()  # rediss://, its own CA
+    try:
+        proc, base = start_host(tmp_path / "host-tls", block_model_path, store, name="tls")
+        try:
+            put = httpx.put(f"{base}/live", json={"streamers": ["alpha1", "bravo2"]}, headers=AUTH)
+            assert put.status_code == 200, put.text
+            epoch, number = put.json()["version"].split(".")  # the store's version, not a file's
+            assert int(epoch) > 0 and number == "1"
+            assert httpx.get(f"{base}/health").json()["store"] == "up"
+        finally:
+            stop_server(proc)
+        url = f"rediss://:{store.password}@127.0.0.1:{store.port}/0"  # the same server, its CA not given
+        proc, base = start_host(tmp_path / "host-untrusted", block_model_path, SimpleNamespace(url=url), "untrusted")
+        try:
+            assert httpx.get(f"{base}/health").json()["store"] == "down"
+            text = Path(proc.log_path).read_text()
+            assert "the store at rediss://127.0.0.1" in text and "certificate verify failed" in text
+            assert store.password not in text and url not in text
+        finally:
+            stop_server(proc)
+    finally:
+        store.stop()
