@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     # Uvicorn worker processes (1-64); they map the one model file and share its pages.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     # Where the published live set is kept for every worker; empty: beside the model (.live.json).
+    # Not used with REDIS_URL: the store holds it.
     live_path: str = ""
     # Bearer token for the admin endpoints; empty turns them off. Surrounding spaces are dropped;
     # the service refuses to start with one shorter than 16 characters.

@@ -540,7 +540,13 @@ class Serving:
         reached = None
         if self.store is not None:
             self._announced = new.checksum
-            reached = await self._store_call(self.store.announce_model(new.checksum, new.metadata.get("created_at")))
+            try:
+                reached = await self._store_call(
+                    self.store.announce_model(new.checksum, new.metadata.get("created_at"))
+                )
+            except StoreDown:
+                self._announced = None
+                raise
             self.fleet_checksum = new.checksum
         old = await run_in_threadpool(self._swap_model, served, version)
         if self.store is None:
