@@ -54,7 +54,7 @@ MAX_STREAMERS = 1_000_000  # streamers in one live set (Twitch has about 100k li
 MAX_VIEWERS = 10**9  # viewers of one stream: more than any stream has had, less than any overflow
 # Live-only lists are ranked in advance while viewers x live streamers is at most this (about 20 s of
 # one core: 100k viewers x 20k live, 1M x 2k); past it, every live-only request is ranked on request
-# among the live streamers (measured at 1M viewers and 100k live: 41 ms a request, median), which
+# among the live streamers (measured at 1M viewers and 100k live: 41-60 ms a request, median), which
 # costs a busy worker less than ranking every viewer's lists (over an hour of one core there).
 LIVE_LISTS_MAX_PAIRS = 2_000_000_000
 
