@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py h
 import numpy as np  # noqa: E402
 
 from bench.common import ROOT, start_server, stop_server  # noqa: E402
-from bench.serve_bench import write_catalog, wrk  # noqa: E402
+from bench.serve_bench import require_wrk, write_catalog, wrk  # noqa: E402
 
 KINDS = {"constant": ("constant", ""), "default": ("service", ""), "language=en": ("service", "?language=en")}
 
@@ -40,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alternations", type=int, default=5, help="runs of each kind per start order")
     parser.add_argument("--seconds", type=float, default=5, help="wrk duration per run")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
+    require_wrk()
     model = args.model.resolve()
     env = {**os.environ, "STREAMERS_PATH": str(write_catalog(model)), "LOG_LEVEL": "WARNING"}
     commands = {

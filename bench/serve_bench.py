@@ -61,6 +61,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+
+
 def wrk(base: str, seconds: float, query: str = "", users: int = 100_000, pid: int | None = None) -> dict:
     """wrk's requests per second, p50, p99 and errors; with `pid` (a one-worker server), also
     the server's CPU time per request, which the machine's other load disturbs less."""
@@ -174,8 +179,7 @@ def run(
     from bench.train_bench import paths
 
     _, model_path = paths(users)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
+    require_wrk()
     if not model_path.exists():
         subprocess.run([sys.executable, "bench/train_bench.py", "--users", str(users)], cwd=ROOT, check=True)
 

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
 from bench.common import ROOT, start_server, stop_server  # noqa: E402
-from bench.serve_bench import TOKEN, category_language, wrk  # noqa: E402
+from bench.serve_bench import TOKEN, category_language, require_wrk, wrk  # noqa: E402
 from streamrec.model.model_file import load_model  # noqa: E402
 from tests.server.helpers import RedisServer  # noqa: E402
 
@@ -252,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-streamers", type=int, default=100_000, help="streamers of the memory run")
     parser.add_argument("--skip", nargs="*", default=[], choices=["visible", "throughput", "memory"])
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
+    require_wrk()
     model = args.model.resolve()
     folder = Path(tempfile.mkdtemp(prefix="store-bench-"))
     store = RedisServer(folder / "redis").start()

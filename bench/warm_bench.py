@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # platform.py hands over the standard module
 
 from bench.common import start_server, stop_server  # noqa: E402
-from bench.serve_bench import wrk  # noqa: E402
+from bench.serve_bench import require_wrk, wrk  # noqa: E402
 
 
 def drop_pages(path: Path) -> str:
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each")
     parser.add_argument("--window", type=float, default=15, help="seconds of each wrk window")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
+    require_wrk()
     model = args.model.resolve()
     variants = {"pages read before ready": "120", "ready at once (WARM_SECONDS=0)": "0"}
     runs: dict[str, list[dict]] = {name: [] for name in variants}

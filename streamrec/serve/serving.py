@@ -23,6 +23,7 @@ import pathlib
 import threading
 from datetime import datetime
 from json.encoder import encode_basestring_ascii as encode_json_string  # what json.dumps(str) does, in C
+from typing import TypeGuard
 
 import numpy as np
 from redis.exceptions import RedisError
@@ -475,9 +476,6 @@ class Serving:
             "live_lists_ready": not self._lists_wanted(live),
         }
 
-    def live_version_text(self) -> str | None:
-        return version_text(self.live_version)
-
     def _store_is(self, up: bool, why: str = "") -> None:
         """Log the store's state when it changes: one line when it goes, one when it is back."""
         if up and self.store_up is False:
@@ -628,19 +626,29 @@ class Serving:
             if served.model is not self.model:  # the model was swapped meanwhile: this set on it
                 served = self.served.with_streams(served.live)
             self.live_version, self.live_failed = version, None
+            text = version_text(version)
             if served.live is not None:
-                served = served.with_live_lists(served.live.with_version(self.live_version_text()))
+                served = served.with_live_lists(served.live.with_version(text))
             self.served = served
         live = served.live
         self.metrics.live(live)
-        self.metrics.live_version(live.version if live is not None else None)
+        self.metrics.live_version(text)
         if live is not None:
-            log.info("live set %s: %d streamers (%d unknown names)", self.live_version_text(), len(live), live.unknown)
+            log.info("live set %s: %d streamers (%d unknown names)", text, len(live), live.unknown)
         self._rank_live_lists(live)
+
+    @staticmethod
+    def _lists_missing(live: LiveSet | None) -> TypeGuard[LiveSet]:
+        """Whether `live` is a non-empty set without live-only lists yet."""
+        return live is not None and live.lists is None and len(live) > 0
+
+    def _lists_wanted(self, live: LiveSet | None) -> bool:
+        """Whether `live` is to get lists ranked in advance and has none yet."""
+        return self._lists_missing(live) and self.model.n_users * len(live) <= LIVE_LISTS_MAX_PAIRS
 
     def _rank_live_lists(self, live: LiveSet | None) -> None:
         """Rank `live`'s lists in a background thread (one core: the other serves), if worth it."""
-        if live is None or live.lists is not None or not len(live):
+        if not self._lists_missing(live):
             return
         if not self._lists_wanted(live):
             log.info(
@@ -652,12 +660,6 @@ class Serving:
             )
             return
         self._spawn_thread(self._add_live_lists, self.model, live)
-
-    def _lists_wanted(self, live: LiveSet | None) -> bool:
-        """Whether `live` is to get lists ranked in advance and has none yet."""
-        if live is None or live.lists is not None or not len(live):
-            return False
-        return self.model.n_users * len(live) <= LIVE_LISTS_MAX_PAIRS
 
     def _add_live_lists(self, model: Recommender, live: LiveSet) -> None:
         """Rank every viewer's live-only lists for `live` and add them to the snapshot, unless
