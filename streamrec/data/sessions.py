@@ -335,25 +335,13 @@ def _duplicates(codes_u: np.ndarray, codes_s: np.ndarray, start: np.ndarray, end
     return out
 
 
-def read_sessions(path: str | Path) -> Sessions:
-    """Read, validate and clean a sessions file. Raises DataError when nothing usable is left."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: expected a sessions CSV file; found no such file or directory")
-    if path.is_dir():
-        raise DataError(f"{path}: expected a sessions CSV file; found a directory")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: expected CSV rows of {','.join(COLUMNS)}; found an empty file")
-
-    first, header_lines = first_record(path)
-    layout, positions = detect_layout(path, first)
-    skip = header_lines if layout == "header" else 0
-    first_line = skip + 1  # file line of the first data row (exact when no quoted newlines)
-    frame = _read_frame(path, layout, positions, skip)
+def clean_rows(
+    frame: pd.DataFrame, path: str | Path, first_line: int = 1, empty_ok: bool = False
+) -> tuple[pd.DataFrame, str, dict[str, int]]:
+    """(usable rows, time format, rows dropped by reason) of a frame of the five columns as read:
+    the drop rules every source of sessions shares (a CSV file here, a batch of POST /events).
+    Raises DataError when no row is usable, unless `empty_ok`."""
     rows_read = len(frame)
-    if rows_read == 0:
-        raise DataError(f"{path}: expected at least one session row; found a header with no rows")
-
     dropped: dict[str, int] = {}
     keep = np.ones(rows_read, dtype=bool)
 
@@ -367,15 +355,15 @@ def read_sessions(path: str | Path) -> Sessions:
     codes_s, streamers, streamers_as_read = _clean_ids(frame, STREAMER)
     drop(codes_u < 0, "blank uid")
     drop(codes_s < 0, "blank streamer_name")
-    if not keep.any():
+    if not keep.any() and not empty_ok:
         raise DataError(f"{path}: expected rows with a uid and a streamer_name; found none in {rows_read:,} rows")
     if frame[START].dtype == np.int64 and frame[END].dtype == np.int64:
         time_format, start, end = INTEGER, frame[START].to_numpy(), frame[END].to_numpy()
         drop((np.abs(start) > MAX_TIME) | (np.abs(end) > MAX_TIME), "missing or unparseable time")
     else:
         example = f"{frame[START].iloc[0]!s},{frame[END].iloc[0]!s}"
-        parsed, time_format, bad_time = _parse_times(frame[[START, END]], path, first_line)
-        if bad_time[keep].all():
+        parsed, time_format, bad_time = _parse_times(frame[[START, END]], Path(path), first_line)
+        if bad_time[keep].all() and not empty_ok:
             raise DataError(
                 f"{path}: expected whole-number or ISO-8601 times in time_start and time_end; found none "
                 f"that parse (first row: {example[:80]!r})"
@@ -384,7 +372,7 @@ def read_sessions(path: str | Path) -> Sessions:
         drop(bad_time, "missing or unparseable time")
     drop(end < start, "time_end before time_start")
     drop(_duplicates(codes_u, codes_s, start, end) & keep, "duplicate session")
-    if not keep.any():
+    if not keep.any() and not empty_ok:
         raise DataError(f"{path}: no usable rows left of {rows_read:,} ({', '.join(dropped)})")
 
     # uid and streamer_name become categoricals: one string per distinct id, int codes per row.
@@ -405,6 +393,29 @@ def read_sessions(path: str | Path) -> Sessions:
         },
         copy=False,
     )
+    return clean, time_format, dropped
+
+
+def read_sessions(path: str | Path) -> Sessions:
+    """Read, validate and clean a sessions file. Raises DataError when nothing usable is left."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: expected a sessions CSV file; found no such file or directory")
+    if path.is_dir():
+        raise DataError(f"{path}: expected a sessions CSV file; found a directory")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: expected CSV rows of {','.join(COLUMNS)}; found an empty file")
+
+    first, header_lines = first_record(path)
+    layout, positions = detect_layout(path, first)
+    skip = header_lines if layout == "header" else 0
+    first_line = skip + 1  # file line of the first data row (exact when no quoted newlines)
+    frame = _read_frame(path, layout, positions, skip)
+    rows_read = len(frame)
+    if rows_read == 0:
+        raise DataError(f"{path}: expected at least one session row; found a header with no rows")
+
+    clean, time_format, dropped = clean_rows(frame, path, first_line)
     return Sessions(
         frame=clean,
         path=str(path),
