@@ -1,0 +1,168 @@
+"""The sessions one serving worker holds per viewer: those read from the event log after the
+position its model has taken in, for the next request.
+
+Bounded three ways, each a setting: the last EVENTS_PER_VIEWER sessions of a viewer (by start),
+EVENTS_MAX_VIEWERS viewers (the one whose last session came longest ago goes first), and
+EVENTS_HOLD_HOURS since a viewer's last session came (an update takes them in long before). A
+viewer's sessions are one flat int64 array (streamer code, start, end, position per session), the
+streamer names one table for the worker: about 32 bytes a session and 200 a viewer.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streamrec.events.log import Chunk, parse_stream_id
+
+FIELDS = 4  # streamer code, start, end, position
+
+
+def position_key(position: int | str | None) -> int:
+    """A log position as one comparable integer: a file's byte offset as it is, a stream id
+    "<ms>-<seq>" as ms * 2**22 + seq (-1: none)."""
+    if position is None:
+        return -1
+    if isinstance(position, int):
+        return position
+    if position.isdigit():
+        return int(position)
+    parsed = parse_stream_id(position)
+    if parsed is None:
+        return -1
+    return (parsed[0] << 22) | min(parsed[1], (1 << 22) - 1)
+
+
+@dataclass
+class Viewer:
+    sessions: array  # FIELDS int64 per session
+    arrived: float  # time.monotonic() of the last session read
+
+
+class Held:
+    def __init__(self, per_viewer: int = 50, max_viewers: int = 1_000_000, hold_seconds: float = 48 * 3600):
+        self.per_viewer, self.max_viewers, self.hold_seconds = per_viewer, max_viewers, hold_seconds
+        self.viewers: OrderedDict[str, Viewer] = OrderedDict()
+        self.names: list[str] = []
+        self.codes: dict[str, int] = {}
+        self.through = -1  # position_key of what the served model has taken in
+        self.newest_time: int | None = None  # latest time_end read
+        self.position: int | str | None = None  # of the last record read
+        self._records: deque[tuple[int, int]] = deque()  # (position_key, sessions) of records past `through`
+        self.pending = 0  # sessions read that the served model has not taken in
+
+    def __len__(self) -> int:
+        return len(self.viewers)
+
+    def _code(self, name: str) -> int:
+        code = self.codes.get(name)
+        if code is None:
+            code = self.codes[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+    def take(
+        self, chunk: Chunk, known: Callable[[str], bool] | None = None, advance: bool = True, now: float | None = None
+    ) -> int:
+        """Add what `chunk` read (sessions, forgotten viewers), in order: sessions added. With
+        `known`, only sessions with a streamer it knows (the served model's: no other can be
+        ranked) are held, so the name table stays within the model's streamers. `advance`: the
+        chunk was read from the log (its position and counts are taken); else it is a batch this
+        worker just wrote, which it will also read from the log."""
+        now = time.monotonic() if now is None else now
+        added = 0
+        forget = iter(chunk.forget)
+        pending_forget = next(forget, None)
+        counted: dict[int, int] = {}
+        for position, (uid, streamer, start, end) in chunk.sessions:
+            key = position_key(position)
+            while pending_forget is not None and position_key(pending_forget[0]) < key:
+                self.forget(pending_forget[1])
+                pending_forget = next(forget, None)
+            if key <= self.through:
+                continue
+            counted[key] = counted.get(key, 0) + 1
+            if self.newest_time is None or end > self.newest_time:
+                self.newest_time = end
+            if known is not None and not known(streamer):
+                continue
+            added += self.add(uid, streamer, start, end, key, now)
+        while pending_forget is not None:
+            self.forget(pending_forget[1])
+            pending_forget = next(forget, None)
+        if not advance:
+            return added
+        for key, n in counted.items():
+            if not self._records or key > self._records[-1][0]:
+                self._records.append((key, n))
+                self.pending += n
+        if chunk.position is not None:
+            self.position = chunk.position
+        return added
+
+    def add(self, uid: str, streamer: str, start: int, end: int, key: int, now: float) -> int:
+        """Hold one session (1), or not when it is held already (0: the same streamer, start and end)."""
+        code = self._code(streamer)
+        viewer = self.viewers.get(uid)
+        if viewer is None:
+            viewer = self.viewers[uid] = Viewer(array("q"), now)
+            if len(self.viewers) > self.max_viewers:
+                self.viewers.popitem(last=False)
+        else:
+            s = viewer.sessions
+            for i in range(0, len(s), FIELDS):
+                if s[i] == code and s[i + 1] == start and s[i + 2] == end:
+                    return 0
+            viewer.arrived = now
+            self.viewers.move_to_end(uid)
+        viewer.sessions.extend((code, start, end, key))
+        if len(viewer.sessions) > FIELDS * self.per_viewer:
+            self._keep_latest(viewer)
+        return 1
+
+    def _keep_latest(self, viewer: Viewer) -> None:
+        s = viewer.sessions
+        rows = sorted((s[i + 1], i) for i in range(0, len(s), FIELDS))[-self.per_viewer :]
+        viewer.sessions = array("q", [v for _, i in sorted(rows, key=lambda r: r[1]) for v in s[i : i + FIELDS]])
+
+    def forget(self, uid: str) -> None:
+        self.viewers.pop(uid, None)
+
+    def taken_in(self, through: int | str | None) -> None:
+        """The served model has taken in the log up to `through`: hold only what came after it
+        (dropped per viewer when next read, and by `expire`)."""
+        self.through = position_key(through)
+        while self._records and self._records[0][0] <= self.through:
+            self.pending -= self._records.popleft()[1]
+
+    def sessions(self, uid: str, now: float | None = None) -> list[tuple[str, int, int]] | None:
+        """(streamer_name, start, end) of the viewer's sessions the served model has not taken
+        in, or None (none held: the viewer is served as the model alone serves them)."""
+        viewer = self.viewers.get(uid)
+        if viewer is None:
+            return None
+        now = time.monotonic() if now is None else now
+        if now - viewer.arrived > self.hold_seconds:
+            del self.viewers[uid]
+            return None
+        s = viewer.sessions
+        out = [(self.names[s[i]], s[i + 1], s[i + 2]) for i in range(0, len(s), FIELDS) if s[i + 3] > self.through]
+        if not out:
+            del self.viewers[uid]
+            return None
+        return out
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop the viewers whose last session came over EVENTS_HOLD_HOURS ago: how many."""
+        now = time.monotonic() if now is None else now
+        dropped = 0
+        while self.viewers:
+            uid, viewer = next(iter(self.viewers.items()))
+            if now - viewer.arrived <= self.hold_seconds:
+                break
+            del self.viewers[uid]
+            dropped += 1
+        return dropped
