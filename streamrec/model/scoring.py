@@ -15,12 +15,14 @@ exclude_watched, the live one (LIVE when the model learned one, else ALL) for li
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
-from streamrec.data.interactions import RECENT_SESSIONS, STRENGTHS
+from streamrec.data.interactions import DECAY_SCALE, RECENT_SESSIONS, STRENGTHS, extra_length
+from streamrec.data.sessions import INTEGER
 from streamrec.model.popular import most_popular, top_up
 from streamrec.model.ranking import ALS, GAP, HISTORY, POP, RankerName, history_features, ranked_lists, top_n
 from streamrec.model.recommender import LIST_LENGTH, LIVE_LIST_LENGTH, Candidates, Recommender
@@ -56,6 +58,7 @@ def rank(
     share: float = 1.0,
     live: bool = False,
     lists: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    folded: Folded | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k streamer rows and served scores for the viewer the model knows as `row`.
 
@@ -70,6 +73,8 @@ def rank(
     - `lists`: the lists ranked in advance for these candidates (default: the model's, for the
       catalog); a slice of them answers when it can.
     - `exclude_watched`: the viewer's own streamers are left out (the NEW ranker orders the rest).
+    - `folded`: the viewer's history with sessions the model has not taken in (`fold_sessions`):
+      ranked on request with it, never read from stored lists.
 
     Gives min(k, streamers ranked), except as said for `among=None`."""
     catalog = among is None and passes is None and not live
@@ -77,14 +82,15 @@ def rank(
         lists = model.lists if lists is None else lists
     else:
         assert among is not None, "a filter or the live set applies to candidates: give them (among)"
-    stored = _from_lists(lists, row, k, exclude_watched, passes, share, live) if lists else None
+    stored = _from_lists(lists, row, k, exclude_watched, passes, share, live) if lists and folded is None else None
     if stored is not None:
         rows, scores = stored
     else:
         cands = model.catalog_candidates if among is None else among
-        rows, scores = _rank_among(model, row, cands, k, exclude_watched, passes, live, outside=not live)
+        rows, scores = _rank_among(model, row, cands, k, exclude_watched, passes, live, not live, folded)
     if catalog and len(rows) < k:
-        skip = np.concatenate([rows, model.history(row)[0]]) if exclude_watched else rows
+        watched = model.history(row)[0] if folded is None else folded.rows
+        skip = np.concatenate([rows, watched]) if exclude_watched else rows
         rows, scores = top_up(rows, scores, k, model.popular_ranking, model.popularity, skip)
     return rows, scores
 
@@ -130,15 +136,19 @@ def _rank_among(
     passes: np.ndarray | RowMask | None,
     live: bool,
     outside: bool,
+    folded: Folded | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ranked on request: one dot product per candidate, the history terms precomputed. The
-    viewer's own streamers are left out with exclude_watched; else ranked as watched: those
-    among the candidates, and with `outside` those outside them too, of those that pass."""
+    """Ranked on request: one dot product per candidate, the history terms precomputed (or
+    `folded`'s). The viewer's own streamers are left out with exclude_watched; else ranked as
+    watched: those among the candidates, and with `outside` those outside them too, of those
+    that pass."""
     name = ranker_for(model, exclude_watched, live)
     best = float(model.best_als[row]) if model.best_als is not None else 0.0
     vector = model.als.user_factors[row]
     rows = among.rows
     scores = scores_as_new(model, name, among.factors @ vector, best, among.pop[name])
+    if folded is not None:
+        return _rank_folded(model, name, vector, best, rows, scores, k, exclude_watched, passes, live, outside, folded)
     watched, entries = model.history(row)
     own = np.arange(len(watched)) if passes is None else np.flatnonzero(passes[watched])
     mine = watched[own]
@@ -158,6 +168,112 @@ def _rank_among(
                 own, mine = own[hit], mine[hit]
             bonus = (model.live_bonus if live else model.history_bonus)[entries][own]
             rows, scores = _with_own(model, name, vector, best, rows, scores, mine, bonus, own + entries.start)
+    top = top_n(scores, k)
+    top = top[np.isfinite(scores[top])]
+    return rows[top], scores[top]
+
+
+@dataclass
+class Folded:
+    """A viewer's history with sessions the model has not taken in folded in: their streamers
+    (sorted rows) and each served ranker's history terms for them."""
+
+    rows: np.ndarray
+    bonus: dict[str, np.ndarray]
+
+
+def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, int]], newest: int) -> Folded | None:
+    """The history of the viewer the model knows as `row` with `sessions` ((streamer_name, start,
+    end), not yet in the model) added as an update adds them (train/update.py): sessions and
+    watch time added, last seen the later, the momentum counts carried forward, every feature
+    taken at `newest` (the latest time known, if after the model's end). A session whose pair
+    was last seen at or after its end is in the model already and is left out. None when no
+    session is left (the viewer is served as the model serves them)."""
+    names = [s[0] for s in sessions]
+    streamers = model.streamers.rows(names)
+    start = np.fromiter((s[1] for s in sessions), np.int64, len(sessions))
+    end = np.fromiter((s[2] for s in sessions), np.int64, len(sessions))
+    watched, entries = model.history(row)
+    known = streamers >= 0
+    pos = np.searchsorted(watched, streamers)
+    seen = known & (pos < len(watched))
+    seen[seen] = watched[pos[seen]] == streamers[seen]
+    counted = np.zeros(len(sessions), dtype=bool)
+    counted[seen] = end[seen] <= model.last_seen.data[entries][pos[seen]]
+    fresh = known & ~counted & (end >= start)
+    if not fresh.any():
+        return None
+    streamers, start, end = streamers[fresh], start[fresh], end[fresh]
+
+    now = max(model.time_max, int(end.max()), int(newest))
+    span = max(now - (model.time_max - model.time_span), 1)
+    new_rows, inverse = np.unique(streamers, return_inverse=True)
+    n_new = len(streamers)
+    new_count = np.bincount(inverse, minlength=len(new_rows)).astype(np.float64)
+    lengths = (end - start).astype(np.float64) + extra_length(model.metadata.get("time_format", INTEGER))
+    new_watch = np.bincount(inverse, weights=lengths, minlength=len(new_rows))
+    new_last = np.full(len(new_rows), -np.inf)
+    np.maximum.at(new_last, inverse, end.astype(np.float64))
+    new_decayed = np.bincount(inverse, weights=np.exp(-(now - end) / (DECAY_SCALE * span)), minlength=len(new_rows))
+    latest = np.argsort(start, kind="stable")[-RECENT_SESSIONS:]
+    new_recent = np.bincount(inverse[latest], minlength=len(new_rows)).astype(np.float64)
+
+    rows = np.union1d(watched, new_rows)
+    old_at, new_at = np.searchsorted(rows, watched), np.searchsorted(rows, new_rows)
+    count, watch, recent, decayed = (np.zeros(len(rows)) for _ in range(4))
+    last = np.full(len(rows), -np.inf)
+    old_count = model.count.data[entries].astype(np.float64)
+    old_total = float(old_count.sum())
+    count[old_at] = old_count
+    watch[old_at] = model.watch_time.data[entries]
+    last[old_at] = model.last_seen.data[entries]
+    shift = np.exp(-(now - model.time_max) / (DECAY_SCALE * span))
+    if model.recent is not None and model.decayed is not None:
+        keep = max(RECENT_SESSIONS - n_new, 0) / max(min(old_total, RECENT_SESSIONS), 1e-9)
+        recent[old_at] = model.recent.data[entries] * min(keep, 1.0)
+        decayed[old_at] = model.decayed.data[entries] * shift
+    count[new_at] += new_count
+    watch[new_at] += new_watch
+    last[new_at] = np.maximum(last[new_at], new_last)
+    recent[new_at] += new_recent
+    decayed[new_at] += new_decayed
+    total = np.full(len(rows), count.sum())
+    watch_total = np.full(len(rows), watch.sum())
+    x = history_features(count, watch, total, watch_total, (now - last) / span, recent, decayed)
+    bonus = {
+        name: (x @ model.linear[name][1][HISTORY]).astype(np.float32)
+        for name in {RankerName.ALL.value, model.live_ranker.value}
+    }
+    return Folded(rows, bonus)
+
+
+def _rank_folded(
+    model: Recommender,
+    name: str,
+    vector: np.ndarray,
+    best: float,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    exclude_watched: bool,
+    passes: np.ndarray | RowMask | None,
+    live: bool,
+    outside: bool,
+    folded: Folded,
+) -> tuple[np.ndarray, np.ndarray]:
+    """_rank_among's second half for a folded history: the viewer's streamers (old and new) left
+    out or scored as watched with the folded history terms."""
+    own = np.arange(len(folded.rows)) if passes is None else np.flatnonzero(passes[folded.rows])
+    mine = folded.rows[own]
+    pos = np.searchsorted(rows, mine)
+    hit = pos < len(rows)
+    hit[hit] = rows[pos[hit]] == mine[hit]
+    scores[pos[hit]] = -np.inf
+    if not exclude_watched and len(mine):
+        if not outside:
+            own, mine = own[hit], mine[hit]
+        bonus = folded.bonus[model.live_ranker.value if live else RankerName.ALL.value][own]
+        rows, scores = _with_own(model, name, vector, best, rows, scores, mine, bonus)
     top = top_n(scores, k)
     top = top[np.isfinite(scores[top])]
     return rows[top], scores[top]

@@ -1,0 +1,73 @@
+"""A viewer's sessions not yet in the model, folded into their history on request, give the history
+terms the next update gives them: the request after an event ranks as the model after the update
+would, but for ALS and popularity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streamrec.data.sessions import END, INTEGER, START, STREAMER, UID, Sessions
+from streamrec.model.model_file import load_model
+from streamrec.model.ranking import RankerName
+from streamrec.model.scoring import fold_sessions, rank
+from streamrec.train.update import update
+
+
+@pytest.fixture(scope="module")
+def model(block_model_path):
+    return load_model(block_model_path)
+
+
+def sessions_for(uid: str, rows: list[tuple[str, int, int]]) -> Sessions:
+    frame = pd.DataFrame(
+        {
+            UID: pd.Categorical([uid] * len(rows)),
+            STREAMER: pd.Categorical([r[0] for r in rows]),
+            START: np.array([r[1] for r in rows], np.int64),
+            END: np.array([r[2] for r in rows], np.int64),
+        }
+    )
+    return Sessions(frame, "test", "header", INTEGER, len(frame))
+
+
+def test_folded_history_terms_are_the_next_updates(model):
+    row = model.users.get("1")
+    watched = [model.streamers.name(r) for r in model.history(row)[0]]
+    other = next(n for n in model.streamers.ids if n not in watched)  # never watched by viewer 1
+    t = model.time_max
+    new = [(watched[0], t + 1, t + 4), (other, t + 2, t + 6), (other, t + 7, t + 9)]
+    folded = fold_sessions(model, row, new, newest=t + 9)
+    assert folded is not None
+    updated, skipped = update(model, sessions_for("1", new))
+    assert skipped == 0
+    rows, entries = updated.history(updated.users.get("1"))
+    assert np.array_equal(folded.rows, rows)  # the new streamer became a watched one
+    assert np.allclose(folded.bonus[RankerName.ALL.value], updated.history_bonus[entries], rtol=1e-5, atol=1e-5)
+    if updated.live_ranker != RankerName.ALL:
+        assert np.allclose(folded.bonus[updated.live_ranker.value], updated.live_bonus[entries], atol=1e-5)
+
+
+def test_a_session_the_model_has_is_not_folded_in_again(model):
+    row = model.users.get("1")
+    streamers, entries = model.history(row)
+    last = int(model.last_seen.data[entries][0])
+    assert fold_sessions(model, row, [(model.streamers.name(streamers[0]), last - 1, last)], newest=last) is None
+    assert fold_sessions(model, row, [("no such streamer", 1, 2)], newest=last) is None
+
+
+def test_a_newly_watched_streamer_ranks_as_watched_and_leaves_discovery(model):
+    row = model.users.get("1")
+    watched = {model.streamers.name(r) for r in model.history(row)[0]}
+    other = next(n for n in model.streamers.ids if n not in watched)
+    t = model.time_max
+    folded = fold_sessions(model, row, [(other, t + i, t + i + 2) for i in range(0, 30, 3)], newest=t + 32)
+    other_row = model.streamers.get(other)
+    before, _ = rank(model, row, k=model.n_streamers)
+    after, _ = rank(model, row, k=model.n_streamers, folded=folded)
+    assert list(after).index(other_row) < list(before).index(other_row)
+    assert after[0] == other_row  # ten sessions just now: first
+    discovery, _ = rank(model, row, k=model.n_streamers, exclude_watched=True, folded=folded)
+    assert other_row not in discovery
+    assert other_row in rank(model, row, k=model.n_streamers, exclude_watched=True)[0]
