@@ -46,6 +46,27 @@ class Settings(BaseSettings):
     # Bearer token for the admin endpoints; empty turns them off. Surrounding spaces are dropped;
     # the service refuses to start with one shorter than 16 characters.
     admin_token: Annotated[str, Field(max_length=4096)] = ""
+    # Bearer token of POST /events, the platform's event pipeline (not an admin); empty turns
+    # ingest off (a 404). At least 16 characters. Set on every host: a worker follows the event log
+    # (EVENTS_PATH, or the store's stream with REDIS_URL) only when it is set.
+    ingest_token: Annotated[str, Field(max_length=4096)] = ""
+    # The event log without REDIS_URL: a folder of append-only segments, kept until an update
+    # (`als_fit.py --update --events`) has taken them in. Outside models/, which `make clean` removes.
+    events_path: Path = Path("events")
+    # The event log's cap (MB on disk, or the stream's memory in the store): past it POST /events
+    # answers 503 until an update takes the log in and trims it. Nothing a model lacks is dropped.
+    events_max_mb: Annotated[int, Field(ge=1, le=1 << 20)] = 2048
+    # Sessions in one POST /events batch, at most (past it: 422).
+    events_batch_max: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    # How far past now (timestamps: seconds) or past the newest time known (integer steps: steps) a
+    # session may end; later is a 422 (a time far ahead would shift every viewer's recency).
+    events_skew: Annotated[int, Field(ge=0, le=1 << 40)] = 300
+    # What a worker holds of the sessions not yet in its model: the last EVENTS_PER_VIEWER of a
+    # viewer (1-1000), at most EVENTS_MAX_VIEWERS viewers (the longest quiet go first), each for
+    # EVENTS_HOLD_HOURS after their last session came (an update takes them in before).
+    events_per_viewer: Annotated[int, Field(ge=1, le=1000)] = 50
+    events_max_viewers: Annotated[int, Field(ge=1, le=50_000_000)] = 1_000_000
+    events_hold_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 48
     # Largest request body read, in bytes (1 KiB-1 GiB); larger ones get a 413 unread. A live set
     # of 100,000 streamers with long names, categories and viewer counts is about 14 MB of JSON.
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 32 * 1024 * 1024
@@ -79,7 +100,7 @@ class Settings(BaseSettings):
     # line, for a log collector.
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("admin_token", mode="before")
+    @field_validator("admin_token", "ingest_token", mode="before")
     @classmethod
     def _strip(cls, value):
         return value.strip() if isinstance(value, str) else value
@@ -120,7 +141,7 @@ def get_settings(**overrides) -> Settings:
         raise SettingsError(describe(exc)) from None
 
 
-SECRET = {"admin_token", "redis_url"}  # never repeated in a message: a token, a password in a URL
+SECRET = {"admin_token", "ingest_token", "redis_url"}  # never repeated in a message: a token, a password in a URL
 
 
 def describe(exc: ValidationError) -> str:
@@ -135,10 +156,13 @@ def describe(exc: ValidationError) -> str:
 
 
 def check_service(settings: Settings) -> None:
-    """What serving needs of the settings beyond their types (training does not need it): an
-    admin token, if any, long enough not to be guessed. Raises SettingsError."""
-    if settings.admin_token and len(settings.admin_token) < MIN_TOKEN_LENGTH:
-        raise SettingsError(
-            f"setting ADMIN_TOKEN: expected at least {MIN_TOKEN_LENGTH} characters (or empty: admin "
-            f"endpoints off); found {len(settings.admin_token)}"
-        )
+    """What serving needs of the settings beyond their types (training does not need it): the
+    admin and ingest tokens, if set, long enough not to be guessed. Raises SettingsError."""
+    for name, value, off in (
+        ("ADMIN_TOKEN", settings.admin_token, "admin endpoints off"),
+        ("INGEST_TOKEN", settings.ingest_token, "POST /events off"),
+    ):
+        if value and len(value) < MIN_TOKEN_LENGTH:
+            raise SettingsError(
+                f"setting {name}: expected at least {MIN_TOKEN_LENGTH} characters (or empty: {off}); found {len(value)}"
+            )

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from streamrec import __version__
 from streamrec.data import demo as demo_data
-from streamrec.data.sessions import DataError, read_sessions
+from streamrec.data.sessions import INTEGER, DataError, read_sessions
 from streamrec.evaluate import offline as evaluation
+from streamrec.events.log import EventLogError, events_through, open_log, read_log
 from streamrec.logs import configure_logging
 from streamrec.model.model_file import ModelError, check_writable, load_model, save_model
 from streamrec.progress import Timer
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         "again). Only --data, --model and --update-sweeps apply.",
     )
     updating.add_argument("--update", action="store_true", help="update the --model file with the --data sessions")
+    updating.add_argument(
+        "--events",
+        action="store_true",
+        help="with --update: take the sessions from the event log (POST /events; EVENTS_PATH, or the store's stream "
+        "with REDIS_URL) after the model's position instead of --data, then trim what the model has taken in",
+    )
     updating.add_argument("--update-sweeps", type=int, default=UPDATE_SWEEPS, help="ALS sweeps of an --update")
     args = parser.parse_args(argv)
     configure_logging(settings.log_level, settings.log_format)
@@ -84,11 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.update:
         if args.engine != "implicit" or args.evaluate or args.if_missing:
             parser.error("--update takes --data, --model and --update-sweeps only")
+        if args.events:
+            if args.data and args.data != settings.data_path:
+                parser.error("--update --events reads the event log: give no --data")
+            if args.update_sweeps < 1:
+                parser.error(f"--update-sweeps must be at least 1; got {args.update_sweeps}")
+            return _update_from_events(args, settings, timer)
         if not args.data:
-            parser.error("--update needs --data: the sessions logged since the model was trained")
+            parser.error("--update needs --data (the sessions logged since the model was trained) or --events")
         if args.update_sweeps < 1:
             parser.error(f"--update-sweeps must be at least 1; got {args.update_sweeps}")
         return _update(args, timer)
+    if args.events:
+        parser.error("--events goes with --update")
     if args.engine == "spark":
         return _train_on_spark(args, params, settings, timer)
     try:
@@ -178,6 +193,53 @@ def _update(args, timer: Timer) -> int:
         f"in the model; {sessions.drop_summary()}\n"
         f"{model.n_users:,} users (+{model.n_users - previous.n_users:,}), {model.n_streamers:,} streamers "
         f"(+{model.n_streamers - previous.n_streamers:,}), {model.count.nnz:,} interactions; ranker weights kept\n"
+        f"time: {steps}; total {sum(timer.steps.values()):.2f}s\n"
+        f"model: {args.model} ({size / 1e6:.1f} MB)"
+    )
+    return 0
+
+
+def _update_from_events(args, settings, timer: Timer) -> int:
+    """--update --events: the sessions in the event log after the model's position merged in; the
+    model file written (atomically), then the log trimmed of what the model now holds. A crash
+    between the two leaves the log whole and the model's position past it: the next update reads
+    on from there, so nothing is lost and nothing counted twice."""
+    log_ = open_log(settings)
+    try:
+        check_writable(args.model)
+        previous = load_model(args.model)
+        kind = "redis" if settings.redis_url else "file"
+        through = events_through(previous, kind)
+        with timer("read"):
+            sessions, position = read_log(log_, through, previous.metadata.get("time_format", INTEGER))
+        if sessions is None or sessions.rows_used == 0:
+            if position is not None:
+                log_.trim(position)  # only deletions were logged: nothing for the model to take in
+            print(
+                f"no sessions in the event log ({log_.describe()}) after the model's position {through}; "
+                "model unchanged"
+            )
+            return 0
+        model, skipped = update(previous, sessions, args.update_sweeps, timer)
+        model.metadata = update_metadata(previous, model, sessions, log_.describe(), None)
+        model.metadata["events"] = {"log": log_.describe(), "through": position, "sessions": sessions.rows_used}
+        with timer("save"):
+            size = save_model(model, args.model)
+        with timer("trim"):
+            freed = log_.trim(position)
+    except (DataError, ModelError, EventLogError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        log_.close()
+    steps = ", ".join(f"{k} {v:.2f}s" for k, v in timer.steps.items())
+    unit = "entries" if kind == "redis" else "bytes"
+    print(
+        f"updated {args.model} from the event log {log_.describe()}: {sessions.rows_used:,} sessions up to position "
+        f"{position}, {skipped:,} of them already in the model; {sessions.drop_summary()}\n"
+        f"{model.n_users:,} users (+{model.n_users - previous.n_users:,}), {model.n_streamers:,} streamers "
+        f"(+{model.n_streamers - previous.n_streamers:,}), {model.count.nnz:,} interactions; ranker weights kept\n"
+        f"event log trimmed: {freed:,} {unit} the model now holds\n"
         f"time: {steps}; total {sum(timer.steps.values()):.2f}s\n"
         f"model: {args.model} ({size / 1e6:.1f} MB)"
     )

@@ -30,7 +30,7 @@ from streamrec import __version__
 from streamrec.model.recommender import Recommender
 from streamrec.serve.guards import Guard
 from streamrec.serve.monitoring import Metrics, RequestMetrics
-from streamrec.serve.routes import ADMIN_PATHS, router
+from streamrec.serve.routes import ADMIN_PATHS, INGEST_PATHS, router
 from streamrec.serve.serving import Serving
 from streamrec.settings import Settings, SettingsError, check_service, get_settings
 
@@ -68,10 +68,16 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
     app.add_exception_handler(RequestValidationError, unprocessable)
     # Admin token and body size, before FastAPI reads a body (it parses one before dependencies).
     app.add_middleware(
-        Guard, admin=ADMIN_PATHS, token=lambda: settings.admin_token, limit=lambda: settings.max_body_bytes
+        Guard,
+        admin=ADMIN_PATHS,
+        token=lambda: settings.admin_token,
+        limit=lambda: settings.max_body_bytes,
+        ingest=INGEST_PATHS,
+        ingest_token=lambda: settings.ingest_token,
     )
     # Outermost, so that what Guard refuses is counted too.
-    app.add_middleware(RequestMetrics, metrics=metrics, known=frozenset(path for _, path in ADMIN_PATHS))
+    guarded = frozenset(path for _, path in ADMIN_PATHS | INGEST_PATHS)
+    app.add_middleware(RequestMetrics, metrics=metrics, known=guarded)
     return app
 
 

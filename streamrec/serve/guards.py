@@ -20,17 +20,22 @@ from collections.abc import Callable
 
 from fastapi import HTTPException
 
+OFF = {
+    "admin": "admin endpoints are off: set ADMIN_TOKEN to enable them",
+    "ingest": "POST /events is off: set INGEST_TOKEN to enable it",
+}
 
-def admin_refusal(token: str, authorization: str | None) -> tuple[int, str] | None:
-    """Why a request to an admin endpoint is refused, as (status, detail), or None when its
-    `Authorization` header carries the admin `token`."""
+
+def admin_refusal(token: str, authorization: str | None, kind: str = "admin") -> tuple[int, str] | None:
+    """Why a request to an admin endpoint (`kind` "ingest": to POST /events) is refused, as
+    (status, detail), or None when its `Authorization` header carries `token`."""
     if not token:
-        return 404, "admin endpoints are off: set ADMIN_TOKEN to enable them"
+        return 404, OFF[kind]
     scheme, _, credentials = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
-        return 401, "expected 'Authorization: Bearer <admin token>'"
+        return 401, f"expected 'Authorization: Bearer <{kind} token>'"
     if not secrets.compare_digest(credentials.strip().encode(), token.encode()):
-        return 403, "wrong admin token"
+        return 403, f"wrong {kind} token"
     return None
 
 
@@ -48,11 +53,21 @@ def too_large(limit: int, found: str) -> str:
 
 
 class Guard:
-    """ASGI middleware: `admin` is the set of (method, path) of the admin routes; `token` and
-    `limit` are read per request (functions), so that tests and reloads see the settings."""
+    """ASGI middleware: `admin` is the set of (method, path) of the admin routes, `ingest` of the
+    routes of the ingest token; `token`, `ingest_token` and `limit` are read per request
+    (functions), so that tests and reloads see the settings."""
 
-    def __init__(self, app, admin: set[tuple[str, str]], token: Callable[[], str], limit: Callable[[], int]):
+    def __init__(
+        self,
+        app,
+        admin: set[tuple[str, str]],
+        token: Callable[[], str],
+        limit: Callable[[], int],
+        ingest: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
+        ingest_token: Callable[[], str] = lambda: "",
+    ):
         self.app, self.admin, self.token, self.limit = app, admin, token, limit
+        self.ingest, self.ingest_token = ingest, ingest_token
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -64,9 +79,14 @@ class Guard:
         head = scope["method"] == "HEAD"
         if head:  # a copy: the server keeps its own scope, and so still sends no body
             scope = {**scope, "method": "GET"}
-        admin = (scope["method"], scope["path"]) in self.admin
+        route = (scope["method"], scope["path"])
+        admin = route in self.admin
         if admin:
             refusal = admin_refusal(self.token(), _header(scope, b"authorization"))
+            if refusal is not None:
+                return await _respond(send, *refusal)
+        elif route in self.ingest:
+            refusal = admin_refusal(self.ingest_token(), _header(scope, b"authorization"), "ingest")
             if refusal is not None:
                 return await _respond(send, *refusal)
         extra = (NOSNIFF, NO_STORE) if admin else (NOSNIFF,)

@@ -18,6 +18,15 @@ memory and added once a second (Metrics.flush): a scrape may miss another worker
 | streamrec_live_published_timestamp_seconds | gauge (oldest over workers) | |
 | streamrec_live_age_seconds | gauge, at scrape time: now - the oldest published live set | |
 | streamrec_reloads_total | counter | result (done, failed) |
+| streamrec_event_batches_total | counter | result (accepted, invalid, refused) |
+| streamrec_event_sessions_total | counter | result (accepted; dropped by the sessions file's rules) |
+| streamrec_events_pending_sessions | gauge (largest over workers) | |
+| streamrec_events_newest_time, streamrec_model_newest_time | gauge (largest over workers) | |
+| streamrec_events_model_lag | gauge (largest over workers) | |
+
+The event gauges: sessions read from the event log that the served model has not taken in; the
+newest session end read from the log and the served model's (in the log's time unit); and how far
+the model is behind (the first minus the second).
 
 `route` is the route's template (`/recomendations/user/{user_id:path}`), never the raw path:
 "unmatched" for anything no route matched, so a scan of odd URLs cannot grow the series.
@@ -107,6 +116,28 @@ def families() -> SimpleNamespace:
             ["checksum", "created_at"],
             multiprocess_mode="liveall",
         ),
+        event_batches=Counter("streamrec_event_batches", "POST /events batches, by result", ["result"]),
+        event_sessions=Counter("streamrec_event_sessions", "sessions sent to POST /events, by result", ["result"]),
+        events_pending=Gauge(
+            "streamrec_events_pending_sessions",
+            "sessions read from the event log that the served model has not taken in",
+            multiprocess_mode="livemax",
+        ),
+        events_newest=Gauge(
+            "streamrec_events_newest_time",
+            "the latest session end read from the event log (the log's time unit)",
+            multiprocess_mode="livemax",
+        ),
+        model_newest=Gauge(
+            "streamrec_model_newest_time",
+            "the latest session end the served model has taken in (the log's time unit)",
+            multiprocess_mode="livemax",
+        ),
+        events_lag=Gauge(
+            "streamrec_events_model_lag",
+            "the newest event's time minus the served model's (the log's time unit; 0: up to date)",
+            multiprocess_mode="livemax",
+        ),
         live_version=Gauge(
             "streamrec_live_version_info",
             "1 for the live-set version each worker serves ('<epoch>.<number>' from the store, or file:<mtime>)",
@@ -187,6 +218,27 @@ class Metrics:
             return
         self.m.live_streamers.set(len(live))
         self.m.live_published.set(live.since.timestamp())
+
+    def events(self, batch, result: str) -> None:
+        """One POST /events batch: accepted (its sessions, and those dropped by the file's rules),
+        invalid (422) or refused (503); `batch` None when it did not parse."""
+        if not self.enabled:
+            return
+        self.m.event_batches.labels(result).inc()
+        if result == "accepted" and batch is not None:
+            self.m.event_sessions.labels("accepted").inc(len(batch))
+            dropped = sum(batch.dropped.values())
+            if dropped:
+                self.m.event_sessions.labels("dropped").inc(dropped)
+
+    def events_state(self, pending: int, newest: int | None, model_newest: int) -> None:
+        if not self.enabled:
+            return
+        self.m.events_pending.set(pending)
+        self.m.model_newest.set(model_newest)
+        if newest is not None:
+            self.m.events_newest.set(newest)
+            self.m.events_lag.set(max(newest - model_newest, 0))
 
     def reloaded(self, ok: bool) -> None:
         if self.enabled:

@@ -23,12 +23,15 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
+from streamrec.events.batch import BatchInvalid
 from streamrec.model.scoring import similar as similar_streamers
 from streamrec.serve.guards import admin_refusal, refusal_headers
 from streamrec.serve.live import LiveSet, LiveStream, LiveUpdate
 from streamrec.serve.monitoring import CONTENT_TYPE, exposition
 from streamrec.serve.schemas import (
     ErrorDetail,
+    EventsAccepted,
+    EventsDeleted,
     Fleet,
     Health,
     LiveStatus,
@@ -38,13 +41,22 @@ from streamrec.serve.schemas import (
     SimilarResponse,
     Worker,
 )
-from streamrec.serve.serving import NoLiveSet, PublishFailed, ReloadFailed, ServedModel, Serving, StoreDown
+from streamrec.serve.serving import (
+    EventsRefused,
+    NoLiveSet,
+    PublishFailed,
+    ReloadFailed,
+    ServedModel,
+    Serving,
+    StoreDown,
+)
 from streamrec.serve.store import StoreUnavailable, parse_version
 from streamrec.settings import Settings
 
 MAX_K = 100
 MAX_RECENT = 500  # recent streamer names used per request; more are ignored
-ADMIN_PATHS = {("PUT", "/live"), ("POST", "/admin/reload"), ("GET", "/admin/fleet")}  # checked by Guard first
+ADMIN_PATHS = {("PUT", "/live"), ("POST", "/admin/reload"), ("GET", "/admin/fleet"), ("DELETE", "/admin/events")}
+INGEST_PATHS = {("POST", "/events")}  # the ingest token, checked by Guard first as the admin one is
 CATEGORY_HELP = "only streamers in one of these categories, comma-separated, any case (see STREAMERS_PATH, PUT /live)"
 LANGUAGE_HELP = "only streamers in one of these languages, comma-separated, any case (e.g. a new viewer's locale)"
 NO_LIVE_SET = "live_only=true needs a live set: none has been published (PUT /live)"
@@ -125,9 +137,12 @@ def answer(
     names = [n.strip() for n in recent.split(",")[:MAX_RECENT] if n.strip()] if recent else None
     categories = filter_values("category", category, serving.settings) if category else None
     languages = filter_values("language", language, serving.settings) if language else None
+    held = serving.held_sessions(user_id)
     try:
         served = serving.served
-        source, rows, scores = served.recommend(user_id, k, exclude_watched, live_only, names, categories, languages)
+        source, rows, scores = served.recommend(
+            user_id, k, exclude_watched, live_only, names, categories, languages, held, serving.held.newest_time or 0
+        )
     except NoLiveSet:
         raise HTTPException(409, NO_LIVE_SET) from None
     return served.response(user_id, source, rows, scores), source
@@ -424,3 +439,108 @@ async def fleet(request: Request) -> Fleet:
         or (newest is not None and parse_version(w.live_version) != newest)
     ]
     return Fleet(workers=workers, lagging=lagging)
+
+
+SESSION_ITEM = {
+    "type": "object",
+    "required": ["uid", "session_id", "streamer_name", "time_start", "time_end"],
+    "properties": {
+        "uid": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        "session_id": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        "streamer_name": {"type": "string"},
+        "time_start": {"anyOf": [{"type": "integer"}, {"type": "string"}], "description": "the model's format"},
+        "time_end": {"anyOf": [{"type": "integer"}, {"type": "string"}], "description": "the model's format"},
+    },
+}
+EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["sessions"],
+                    "properties": {"sessions": {"type": "array", "items": SESSION_ITEM}},
+                }
+            }
+        },
+    }
+}
+_ingest_bearer = HTTPBearer(auto_error=False, description="INGEST_TOKEN from the settings")
+
+
+def require_ingest(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_ingest_bearer)]
+) -> None:
+    """The ingest token, checked again here (Guard checks it before any body is read)."""
+    refusal = admin_refusal(
+        request.app.state.serving.settings.ingest_token, request.headers.get("authorization"), "ingest"
+    )
+    if refusal is not None:
+        raise HTTPException(refusal[0], refusal[1], headers=refusal_headers(refusal[0]) or None)
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=EventsAccepted,
+    dependencies=[Depends(require_ingest)],
+    openapi_extra=EVENTS_BODY,
+    responses={
+        401: {"model": ErrorDetail, "description": "no bearer token"},
+        403: {"model": ErrorDetail, "description": "wrong token"},
+        404: {"model": ErrorDetail, "description": "ingest is off (no INGEST_TOKEN set)"},
+        413: {"model": ErrorDetail, "description": "body over MAX_BODY_BYTES"},
+        503: {"model": ErrorDetail, "description": "the event log is full or cannot be written: nothing was kept"},
+    },
+)
+async def events(request: Request) -> Response:
+    """Viewing sessions as they happen, the sessions CSV's columns. Written to the event log
+    (synced to disk) before the 202; within a second every worker ranks the viewer with them, and
+    `als_fit.py --update --events` takes them into the model. A malformed item makes the batch a
+    422 naming the item and field (nothing is kept); items the CSV reader would drop are counted."""
+    serving: Serving = request.app.state.serving
+    body = await request.body()
+    try:
+        batch, position = await serving.ingest(body)
+    except BatchInvalid as exc:
+        serving.metrics.events(None, "invalid")
+        detail = exc.errors + (
+            [{"type": "more", "loc": ["body"], "msg": f"{exc.more} more errors", "input": None}] if exc.more else []
+        )
+        return Response(json.dumps({"detail": detail}), status_code=422, media_type="application/json")
+    except EventsRefused as exc:
+        raise HTTPException(503, str(exc)) from None
+    answer = EventsAccepted(
+        received=batch.received,
+        accepted=len(batch),
+        dropped=batch.dropped,
+        position=None if position is None else str(position),
+    )
+    return Response(answer.model_dump_json(), status_code=202, media_type="application/json")
+
+
+@router.delete(
+    "/admin/events",
+    response_model=EventsDeleted,
+    dependencies=[Depends(require_admin)],
+    responses={
+        **ADMIN_RESPONSES,
+        409: {"model": ErrorDetail, "description": "ingest is off: there is no event log"},
+        503: {"model": ErrorDetail, "description": "the event log or the store cannot be written"},
+    },
+)
+async def delete_events(
+    request: Request,
+    user_id: Annotated[str, Query(min_length=1, max_length=1024, description="the viewer whose events to delete")],
+) -> EventsDeleted:
+    """Delete one viewer's sessions from the event log and from what every worker holds (viewing
+    histories are personal data): the next update never sees them."""
+    serving: Serving = request.app.state.serving
+    if not serving.events_on:
+        raise HTTPException(409, "there is no event log: POST /events is off (set INGEST_TOKEN)")
+    try:
+        deleted = await serving.forget_viewer(user_id)
+    except (EventsRefused, StoreDown) as exc:
+        raise HTTPException(503, str(exc)) from None
+    return EventsDeleted(user_id=user_id, deleted=deleted)

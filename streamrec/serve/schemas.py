@@ -95,3 +95,15 @@ class Fleet(BaseModel):
 
 class ErrorDetail(BaseModel):
     detail: str
+
+
+class EventsAccepted(BaseModel):
+    received: int = Field(description="sessions in the batch")
+    accepted: int = Field(description="sessions written to the event log")
+    dropped: dict[str, int] = Field(description="sessions dropped by the sessions file's rules, by reason")
+    position: str | None = Field(description="the batch's position in the event log (null: nothing written)")
+
+
+class EventsDeleted(BaseModel):
+    user_id: str
+    deleted: int = Field(description="the viewer's sessions deleted from the event log")

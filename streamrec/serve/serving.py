@@ -21,6 +21,7 @@ import logging
 import os
 import pathlib
 import threading
+import time
 from datetime import datetime
 from json.encoder import encode_basestring_ascii as encode_json_string  # what json.dumps(str) does, in C
 from typing import TypeGuard
@@ -31,10 +32,14 @@ from starlette.concurrency import run_in_threadpool
 
 from streamrec.data import demo as demo_data
 from streamrec.data.catalog import Catalog, CatalogError, Codes, catalog_codes, read_catalog
+from streamrec.data.sessions import INTEGER
+from streamrec.events.batch import Batch, parse_batch
+from streamrec.events.held import Held
+from streamrec.events.log import Chunk, EventLogError, FileLog, events_through
 from streamrec.model.model_file import ModelError, load_model, warm
 from streamrec.model.popular import most_popular, top_up
 from streamrec.model.recommender import Recommender
-from streamrec.model.scoring import PERSONAL, POPULAR, RECENT, rank, rank_recent
+from streamrec.model.scoring import PERSONAL, POPULAR, RECENT, fold_sessions, rank, rank_recent
 from streamrec.serve.filters import FilterCache, Passing, filter_key, gather
 from streamrec.serve.live import (
     LIVE_LISTS_MAX_PAIRS,
@@ -50,6 +55,7 @@ from streamrec.serve.live import (
 )
 from streamrec.serve.monitoring import Metrics
 from streamrec.serve.store import (
+    NotDurable,
     Store,
     StoreUnavailable,
     Version,
@@ -62,6 +68,9 @@ from streamrec.settings import Settings, instance_name, live_file
 log = logging.getLogger("service")
 
 LIVE_CHECK_SECONDS = 1.0  # how often a worker looks for a live set or model file another published
+EVENTS_POLL_SECONDS = 0.2  # how often a worker looks for new records in the event log file
+EVENTS_READ_BYTES = 1 << 20  # of the file log per read on the event loop (about 25,000 sessions)
+EVENTS_READ_ENTRIES = 5000  # of the store's stream per read
 NAME_CACHE = 100_000  # JSON-encoded streamer names kept per worker (about 10 MB); then started afresh
 
 
@@ -167,18 +176,27 @@ class ServedModel:
         recent: list[str] | None = None,
         categories: list[str] | None = None,
         languages: list[str] | None = None,
+        held: list[tuple[str, int, int]] | None = None,
+        newest: int = 0,
     ) -> tuple[str, np.ndarray, np.ndarray]:
         """(source, streamer rows, scores) for any viewer: known to the model (personal), known by
         `recent` streamers (recent), or neither (popular). Raises NoLiveSet for live_only without a
         live set. With `categories` or `languages`, every source ranks only the streamers that
         pass, and the answer holds min(k, streamers that pass) of them, topped up with the most
-        popular that pass."""
+        popular that pass. `held`: the viewer's sessions from the event log that the model has not
+        taken in ((streamer_name, start, end); `newest` the latest time known): folded into a known
+        viewer's history, or for a viewer the model does not know, their recent streamers."""
         model, live = self.model, self.live if live_only else None
         if live_only and live is None:
             raise NoLiveSet
         only = self.filtered(categories or [], languages or [], live_only) if categories or languages else None
         row = model.users.get(user_id)
-        result, seen = None, None
+        result, seen, folded = None, None, None
+        if held:
+            if row is not None:
+                folded = fold_sessions(model, row, held, newest)
+            else:
+                recent = [name for name, _, _ in held] + (recent or [])
         if row is not None:
             source = PERSONAL
             if only is not None:
@@ -193,12 +211,16 @@ class ServedModel:
                     share=only.share,
                     live=live_only,
                     lists=lists,
+                    folded=folded,
                 )
-                seen = model.history(row)[0] if exclude_watched else None
+                if exclude_watched:
+                    seen = model.history(row)[0] if folded is None else folded.rows
             elif live is not None:
-                result = rank(model, row, k, exclude_watched, among=live.candidates, live=True, lists=live.lists)
+                result = rank(
+                    model, row, k, exclude_watched, among=live.candidates, live=True, lists=live.lists, folded=folded
+                )
             else:
-                result = rank(model, row, k, exclude_watched)
+                result = rank(model, row, k, exclude_watched, folded=folded)
         elif recent:
             source = RECENT
             recent_among = live.candidates if live is not None else None
@@ -311,6 +333,11 @@ class StoreDown(Exception):
     written and nothing changed. The message is one line without the store's password."""
 
 
+class EventsRefused(Exception):
+    """POST /events could not keep the batch (the log is full, cannot be written, or the store
+    cannot confirm it is on disk): nothing was acknowledged. One line for a person."""
+
+
 def version_text(version: int | Version | None) -> str | None:
     """A live set's version as shown: "<epoch>.<number>" (the store's), "file:<mtime_ns>"."""
     if version is None:
@@ -361,6 +388,12 @@ class Serving:
         self._announced: str | None = None  # the checksum of this worker's own reload message
         self._look_again = False  # a live-set message came while one was being taken up
         self._tasks: set[asyncio.Task] = set()
+        # The event log (POST /events), followed when INGEST_TOKEN is set: the file at EVENTS_PATH,
+        # or with REDIS_URL the store's stream; what it holds past the model, per viewer.
+        self.events_on = bool(settings.ingest_token)
+        self.event_log: FileLog | None = None
+        self.held = Held(settings.events_per_viewer, settings.events_max_viewers, settings.events_hold_hours * 3600)
+        self.held_lock = threading.Lock()
 
     @classmethod
     def start(cls, settings: Settings, metrics: Metrics, recommender: Recommender | None = None) -> Serving:
@@ -385,6 +418,9 @@ class Serving:
         serving.model_version, serving.model_failed = (None, failed) if failed else (version, None)
         if not settings.redis_url:
             serving.sync_live(force=True)
+            if serving.events_on:
+                serving.event_log = FileLog(settings.events_path)
+        serving.held.taken_in(events_through(model, serving.log_kind))
         log.info(
             "model loaded: %d users, %d streamers, created %s, checksum %s",
             model.n_users,
@@ -411,6 +447,8 @@ class Serving:
                 self._store_is(False, str(exc))
             self._spawn(self.listen())
         self._spawn(self.watch())
+        if self.events_on:
+            self._spawn(self.follow_events())
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -506,6 +544,8 @@ class Serving:
             self.served = served  # one assignment: a request sees the old model or the new
             self.model_version, self.model_failed = version, None
         new = served.model
+        with self.held_lock:
+            self.held.taken_in(events_through(new, self.log_kind))
         self.metrics.reloaded(ok=True)
         self.metrics.model(new)
         self._rank_live_lists(served.live)
@@ -683,6 +723,123 @@ class Serving:
             if not superseded():
                 self.served = self.served.with_live_lists(live.with_lists(lists))
 
+    # --- events -----------------------------------------------------------------------------------
+
+    @property
+    def log_kind(self) -> str:
+        return "redis" if self.settings.redis_url else "file"
+
+    def held_sessions(self, user_id: str) -> list[tuple[str, int, int]] | None:
+        """The viewer's sessions from the event log that the served model has not taken in (None:
+        none; the common case costs one dict lookup)."""
+        return self.held.sessions(user_id) if self.held.viewers else None
+
+    def _take(self, chunk: Chunk, advance: bool = True) -> None:
+        model = self.model
+        with self.held_lock:
+            self.held.take(chunk, known=lambda name: model.streamers.get(name) is not None, advance=advance)
+
+    async def ingest(self, body: bytes) -> tuple[Batch, int | str | None]:
+        """Check a POST /events body, write its usable sessions to the event log (durably: synced
+        to disk, here or in the store) and hold them for this worker's next request: (the batch,
+        its position in the log; None when nothing was usable). Raises BatchInvalid (nothing
+        kept), EventsRefused or StoreDown (nothing acknowledged)."""
+        settings, model = self.settings, self.model
+        time_format = model.metadata.get("time_format", INTEGER)
+        if time_format == INTEGER:
+            latest = max(model.time_max, self.held.newest_time or model.time_max) + settings.events_skew
+        else:
+            latest = int(time.time()) + settings.events_skew
+        batch = await run_in_threadpool(parse_batch, body, time_format, latest, settings.events_batch_max)
+        if not len(batch):
+            self.metrics.events(batch, "accepted")
+            return batch, None
+        rows = batch.rows()
+        cap = settings.events_max_mb << 20
+        try:
+            if self.store is not None:
+                size = await self._store_call(self.store.events_bytes())
+                self._check_cap(size, cap)
+                position: int | str = await self._store_call(self.store.append_sessions(rows))
+            else:
+                assert self.event_log is not None, "the file log is set up when ingest is on"
+                position = await run_in_threadpool(self._append_file, rows, cap)
+        except (EventsRefused, StoreDown) as exc:
+            self.metrics.events(batch, "refused")
+            raise EventsRefused(str(exc)) from None
+        except NotDurable as exc:
+            self.metrics.events(batch, "refused")
+            log.error("%s", exc)
+            raise EventsRefused(str(exc)) from None
+        self._take(Chunk([(position, r) for r in rows], position=position), advance=False)
+        self.metrics.events(batch, "accepted")
+        return batch, position
+
+    def _append_file(self, rows: list[tuple[str, str, int, int]], cap: int) -> int:
+        assert self.event_log is not None
+        try:
+            self._check_cap(self.event_log.size(), cap)
+            return self.event_log.append(rows)
+        except EventLogError as exc:
+            log.error("%s", exc)
+            raise EventsRefused(f"{exc}; nothing was acknowledged") from None
+
+    def _check_cap(self, size: int, cap: int) -> None:
+        if size >= cap:
+            raise EventsRefused(
+                f"the event log holds {size / 2**20:,.0f} MB, its cap (EVENTS_MAX_MB) is {cap / 2**20:,.0f} MB: "
+                "run python als_fit.py --update --events, which takes it into the model and trims it; "
+                "nothing was acknowledged"
+            )
+
+    async def forget_viewer(self, uid: str) -> int:
+        """Delete viewer `uid`'s sessions from the event log and from what every worker holds:
+        how many sessions were deleted from the log. Raises EventsRefused or StoreDown."""
+        if self.store is not None:
+            deleted = await self._store_call(self.store.forget_sessions(uid))
+        else:
+            assert self.event_log is not None, "the file log is set up when ingest is on"
+            try:
+                deleted = await run_in_threadpool(self.event_log.forget, uid)
+            except EventLogError as exc:
+                raise EventsRefused(str(exc)) from None
+        with self.held_lock:
+            self.held.forget(uid)
+        log.info("deleted %d sessions of one viewer from the event log", deleted)
+        return deleted
+
+    async def follow_events(self) -> None:
+        """Read the event log as it grows (the file every EVENTS_POLL_SECONDS, the store's stream
+        as entries come) and hold what the served model has not taken in. From the model's
+        position at startup: a restarted worker holds what it held before."""
+        delay = 0.1
+        while True:
+            try:
+                if self.store is not None:
+                    chunk = await self.store.sessions_after(
+                        None if self.held.position is None else str(self.held.position),
+                        block_ms=int(LIVE_CHECK_SECONDS * 1000),
+                        count=EVENTS_READ_ENTRIES,
+                    )
+                else:
+                    assert self.event_log is not None
+                    after = self.held.position if isinstance(self.held.position, int) else None
+                    chunk = await run_in_threadpool(self.event_log.read, after, EVENTS_READ_BYTES)
+                delay = 0.1
+            except StoreUnavailable as exc:
+                self._store_is(False, str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception:  # noqa: BLE001 - the follower must outlive a bad read
+                log.exception("could not read the event log; trying again")
+                await asyncio.sleep(LIVE_CHECK_SECONDS)
+                continue
+            if chunk.position is not None:
+                self._take(chunk)
+            elif self.store is None:
+                await asyncio.sleep(EVENTS_POLL_SECONDS)
+
     # --- watch ------------------------------------------------------------------------------------
 
     async def watch(self) -> None:
@@ -693,6 +850,10 @@ class Serving:
         while True:
             await asyncio.sleep(LIVE_CHECK_SECONDS)
             self.metrics.flush()
+            if self.events_on:
+                with self.held_lock:
+                    self.held.expire()
+                self.metrics.events_state(self.held.pending, self.held.newest_time, self.model.time_max)
             try:
                 if self.store is None:
                     self.sync_live()

@@ -8,6 +8,7 @@ one server:
     model     hash: checksum and created_at of the model the fleet was last asked to serve
     fleet     hash: one field per worker ("instance/pid"), its JSON heartbeat (last second)
     events    channel: "live <version>" after a publish, "reload <checksum>" after a reload
+    sessions  stream: the event log of POST /events, one entry per session (events/log.py)
 
 A live set's version is "<epoch>.<number>": the number counts publishes, the epoch is the store's
 clock (microseconds) when the first set was stored in it. A store that restarted empty starts a
@@ -23,12 +24,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+
+from streamrec.events.log import Chunk, add_entries
 
 Version = tuple[int, int]  # (epoch, number) of a live set in the store
 TIMEOUT_SECONDS = 2.0  # to connect, and for one command: a write answers 503 after this, not later
@@ -53,6 +57,18 @@ return version
 
 class StoreUnavailable(Exception):
     """The store did not answer; the message is one line without the URL's password."""
+
+
+class NotDurable(Exception):
+    """The store took sessions but cannot say they are on its disk; one line for a person."""
+
+
+NOT_DURABLE = (
+    "the store at {url} does not confirm that sessions are on its disk before POST /events answers: "
+    "run it with appendonly yes and appendfsync always (Redis 7.0), or appendonly yes on Redis 7.2+ "
+    "(asked with WAITAOF); the sessions were kept in the stream but not acknowledged"
+)
+DURABILITY_CHECK_SECONDS = 60.0  # how long a store's appendfsync setting, read once, is trusted
 
 
 def public_url(url: str) -> str:
@@ -110,6 +126,9 @@ class Store:
         self.channel = f"{prefix}events"
         self.live_key, self.model_key, self.fleet_key = f"{prefix}live", f"{prefix}model", f"{prefix}fleet"
         self._publish = self.client.register_script(PUBLISH_LIVE)
+        self.sessions_key = f"{prefix}sessions"
+        self._waitaof: bool | None = None  # None: not tried yet
+        self._fsync_checked: tuple[float, bool] | None = None
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         # redis-py's messages name host and port, never the password; keep them to one line.
@@ -219,3 +238,86 @@ class Store:
 
     def pubsub(self):
         return self.client.pubsub(ignore_subscribe_messages=True)
+
+    # --- the event log ----------------------------------------------------------------------------
+
+    async def append_sessions(self, sessions: list[tuple[str, str, int, int]]) -> str:
+        """Add sessions (uid, streamer, start, end) to the stream, all or none, and wait until the
+        store has them on disk: the last entry's id. Raises StoreUnavailable, NotDurable."""
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for uid, streamer, start, end in sessions:
+                    pipe.xadd(self.sessions_key, {"u": uid, "n": streamer, "a": start, "b": end})
+                ids = await pipe.execute()
+            await self._durable()
+        except (RedisError, OSError) as exc:
+            raise self.unavailable(exc) from None
+        last = ids[-1]
+        return last.decode() if isinstance(last, bytes) else str(last)
+
+    async def _durable(self) -> None:
+        """Return once the store's append-only file has what was written: WAITAOF on Redis 7.2+;
+        on 7.0, which has no WAITAOF, its configuration must sync every write (read once a minute)."""
+        if self._waitaof is not False:
+            try:
+                local, _ = await self.client.execute_command("WAITAOF", 1, 0, int(TIMEOUT_SECONDS * 1000))
+                self._waitaof = True
+                if int(local) >= 1:
+                    return
+                raise NotDurable(NOT_DURABLE.format(url=self.url))
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower() and "appendonly" not in str(exc).lower():
+                    raise
+                if "appendonly" in str(exc).lower():
+                    raise NotDurable(NOT_DURABLE.format(url=self.url)) from None
+                self._waitaof = False
+        now = time.monotonic()
+        if self._fsync_checked is None or now - self._fsync_checked[0] > DURABILITY_CHECK_SECONDS:
+            config = await self.client.config_get("append*")
+            ok = config.get("appendonly") == "yes" and config.get("appendfsync") == "always"
+            self._fsync_checked = (now, ok)
+        if not self._fsync_checked[1]:
+            raise NotDurable(NOT_DURABLE.format(url=self.url))
+
+    async def sessions_after(self, after: str | None, block_ms: int = 0, count: int = 5000) -> Chunk:
+        """The stream's entries after id `after` (None: from its start), at most `count`; with
+        `block_ms`, waits that long for one when there is none."""
+        chunk = Chunk()
+        try:
+            if block_ms:
+                answer: Any = await self.client.xread({self.sessions_key: after or "0-0"}, count=count, block=block_ms)
+                entries = answer[0][1] if answer else []  # RESP2: [[key, entries]]
+            else:
+                entries = await self.client.xrange(self.sessions_key, f"({after}" if after else "-", "+", count=count)
+        except (RedisError, OSError) as exc:
+            raise self.unavailable(exc) from None
+        add_entries(chunk, entries)
+        return chunk
+
+    async def forget_sessions(self, uid: str) -> int:
+        """Delete every session of viewer `uid` from the stream and add a forget entry: how many."""
+        deleted = 0
+        try:
+            after = "-"
+            while True:
+                entries: Any = await self.client.xrange(self.sessions_key, after, "+", count=10_000)
+                if not entries:
+                    break
+                mine = [i for i, fields in entries if fields and fields.get(b"u") == uid.encode()]
+                if mine:
+                    deleted += int(await self.client.xdel(self.sessions_key, *mine))
+                last = entries[-1][0].decode()
+                ms, _, seq = last.partition("-")
+                after = f"{ms}-{int(seq) + 1}"
+            await self.client.xadd(self.sessions_key, {"f": uid})
+            await self._durable()
+        except (RedisError, OSError) as exc:
+            raise self.unavailable(exc) from None
+        return deleted
+
+    async def events_bytes(self) -> int:
+        """The stream's memory in the store (Redis's estimate from a sample of its nodes)."""
+        try:
+            return int(await self.client.memory_usage(self.sessions_key) or 0)
+        except (RedisError, OSError) as exc:
+            raise self.unavailable(exc) from None

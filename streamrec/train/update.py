@@ -109,7 +109,9 @@ def update(
     return model, skipped
 
 
-def update_metadata(previous: Recommender, model: Recommender, sessions: Sessions, source: str, sha256: str) -> dict:
+def update_metadata(
+    previous: Recommender, model: Recommender, sessions: Sessions, source: str, sha256: str | None
+) -> dict:
     """The previous model's metadata with this update's facts, and the chain: the model it was
     updated from and every file merged in since the last full retrain."""
     old = previous.metadata
