@@ -103,7 +103,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         if k.upper()
         not in {
             *("DATA_PATH", "MODEL_PATH", "DEMO_DATA_PATH", "ADMIN_TOKEN", "PORT", "HOST", "WORKERS"),
-            *("REDIS_URL", "REDIS_PREFIX", "INSTANCE_NAME", "LIVE_PATH"),
+            *("REDIS_URL", "REDIS_PREFIX", "INSTANCE_NAME", "LIVE_PATH", "INGEST_TOKEN", "EVENTS_PATH"),
         }
     }
     env.update(extra)
@@ -153,10 +153,12 @@ REDIS_MISSING = (
 
 class RedisServer:
     """A real redis-server on a free port of loopback, in its own temporary folder, with a password
-    and no persistence (a restart starts it empty, like a lost store). `stop()` kills it (SIGKILL:
+    and no persistence unless `durable` (a restart starts it empty, like a lost store). `stop()` kills it (SIGKILL:
     the store lost, not shut down), `start()` starts it again on the same port."""
 
-    def __init__(self, folder: Path, password: str = "store-test-password-x7", tls: bool = False):
+    def __init__(
+        self, folder: Path, password: str = "store-test-password-x7", tls: bool = False, durable: bool = False
+    ):
         binary = shutil.which("redis-server") or shutil.which("valkey-server")
         if binary is None:
             pytest.fail(REDIS_MISSING)
@@ -178,12 +180,15 @@ class RedisServer:
             self.url = f"rediss://:{password}@127.0.0.1:{self.port}/0?ssl_ca_certs={ca}"
             self.context = ssl.create_default_context(cafile=str(ca))
         self.proc: subprocess.Popen | None = None
+        # durable: an append-only file synced on every write (what POST /events needs of Redis 7.0),
+        # so a restart after a kill finds what was acknowledged.
+        self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
 
     def start(self) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
-            + ["--save", "", "--appendonly", "no", "--requirepass", self.password, "--daemonize", "no"]
+            + ["--save", "", *self.persistence, "--requirepass", self.password, "--daemonize", "no"]
             + self.tls,
             stdout=open(self.folder / "redis.log", "a"),  # noqa: SIM115 - closed with the process
             stderr=subprocess.STDOUT,
