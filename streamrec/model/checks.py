@@ -202,7 +202,7 @@ FIXED = {  # name -> allowed dtypes and number of dimensions
         for name, dtypes in (("blob", ("uint8",)), ("offsets", INDEX), ("keys", ("uint32",)), ("order", INDEX))
     },
 }
-OPTIONAL = {"history.recent": (FLOAT, 1), "history.decayed": (FLOAT, 1)}
+OPTIONAL = {"history.recent": (FLOAT, 1), "history.decayed": (FLOAT, 1), "pop_feature": (("float32",), 1)}
 
 
 def expected_arrays(header: Header) -> dict[str, tuple[tuple[str, ...], int]]:
@@ -388,12 +388,15 @@ def check_arrays(header: Header, a: dict[str, np.ndarray]) -> None:
     _pointers(a, "history.indptr", n_users, nnz)
     _columns(a, n_users, n_streamers)
     per_entry = ["history.count", "history.watch_time", "history.last_seen", "history.bonus", "history.live_bonus"]
-    per_entry += [name for name in a if name.startswith("history.own.") or name in OPTIONAL]
+    per_entry += [name for name in a if name.startswith(("history.own.", "history.recent", "history.decayed"))]
     for name in per_entry:
         _shape(a, name, (nnz,))
         _floats(a, name, 2.0**53 if name == "history.last_seen" else MAX_WEIGHT)
     _shape(a, "popularity", (n_streamers,))
     _floats(a, "popularity", MAX_WEIGHT, low=0.0)
+    if "pop_feature" in a:
+        _shape(a, "pop_feature", (n_streamers,))
+        _floats(a, "pop_feature", 1.0, low=0.0)
     _permutation(a, "popular_ranking", n_streamers)
     catalog = a["catalog"]
     _in_range(a, "catalog", 0, max(n_streamers, 1))

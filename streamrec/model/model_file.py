@@ -145,6 +145,8 @@ def _parts(model: Recommender) -> tuple[dict, dict[str, np.ndarray]]:
     # recompute them. Serving never reads these pages.
     if model.recent is not None and model.decayed is not None:
         arrays["history.recent"], arrays["history.decayed"] = model.recent.data, model.decayed.data
+    if model.frozen_pop_feature is not None:
+        arrays["pop_feature"] = model.frozen_pop_feature
     for name, scores in model.own_scores.items():  # ranking on request reads these
         arrays[f"history.own.{name}"] = scores
     for side, id_map in (("users", model.users), ("streamers", model.streamers)):
@@ -360,6 +362,7 @@ def _from_parts(header: dict, a: dict[str, np.ndarray]) -> Recommender:
         own_scores={name[len("history.own.") :]: v for name, v in a.items() if name.startswith("history.own.")},
         recent=csr(a["history.recent"]) if "history.recent" in a else None,
         decayed=csr(a["history.decayed"]) if "history.decayed" in a else None,
+        frozen_pop_feature=a.get("pop_feature"),
     )
     # Stored, so that no worker derives them at startup.
     model.__dict__["history_bonus"] = a["history.bonus"]

@@ -357,6 +357,7 @@ def ranked_lists(
     bonus: np.ndarray | None = None,
     stop: Callable[[], bool] | None = None,
     threads: int | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
     shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
@@ -369,7 +370,9 @@ def ranked_lists(
     live ones), only those. One matrix product per chunk of users serves both rankers. `done(n)`
     is called as each chunk of n users is ranked (progress). `stop()` true: the chunks not yet
     started are skipped (the lists are then incomplete: the caller asked for that). `threads`:
-    chunks ranked at once (default: one per core)."""
+    chunks ranked at once (default: one per core). `rows`: rank only these users (sorted rows; an
+    update re-ranks the viewers whose inputs changed): the other rows stay padded, and their best
+    ALS score 0."""
     catalog = model.catalog if among is None else among
     catalog_factors = model.catalog_factors if among is None else np.ascontiguousarray(model.als.item_factors[among])
     catalog_pos = np.full(model.n_streamers, -1, dtype=np.int64)
@@ -395,18 +398,30 @@ def ranked_lists(
     def rank_chunk(lo: int) -> None:
         if stop is not None and stop():
             return
-        hi = min(lo + CHUNK_USERS, model.n_users)
-        s = model.als.user_factors[lo:hi] @ catalog_factors.T
+        if rows is None:
+            hi = min(lo + CHUNK_USERS, model.n_users)
+            chunk: slice | np.ndarray = slice(lo, hi)
+            local = np.repeat(np.arange(hi - lo), np.diff(indptr[lo : hi + 1]))  # watched pairs of the chunk
+            entries: slice | np.ndarray = slice(indptr[lo], indptr[hi])
+        else:
+            chunk = rows[lo : lo + CHUNK_USERS]
+            counts = (indptr[chunk + 1] - indptr[chunk]).astype(np.int64)
+            local = np.repeat(np.arange(len(chunk)), counts)
+            # each row's entries: its start, plus its place among them
+            entries = np.repeat(indptr[chunk].astype(np.int64) - np.cumsum(counts) + counts, counts) + np.arange(
+                int(counts.sum())
+            )
+        s = model.als.user_factors[chunk] @ catalog_factors.T
         if among is None:
-            best = s.max(axis=1) if s.shape[1] else np.zeros(hi - lo, np.float32)
-            best_all[lo:hi] = best
+            best = s.max(axis=1) if s.shape[1] else np.zeros(s.shape[0], np.float32)
+            best_all[chunk] = best
         else:
             assert model.best_als is not None, "rank the catalog first (among=None)"
-            best = model.best_als[lo:hi]
-        wu = np.repeat(np.arange(lo, hi), np.diff(indptr[lo : hi + 1]))  # watched pairs of the chunk
-        wi = indices[indptr[lo] : indptr[hi]].astype(np.int64)
+            best = model.best_als[chunk]
+        wu = local + lo if rows is None else np.asarray(chunk)[local]  # the watched pairs' user rows
+        wi = indices[entries].astype(np.int64)
         in_cat = catalog_pos[wi] >= 0
-        at = (wu[in_cat] - lo, catalog_pos[wi[in_cat]])
+        at = (local[in_cat], catalog_pos[wi[in_cat]])
         for name, (ids, scores) in out.items():
             c, w = linear[name]
             # Python floats keep the float32 matrix float32 (NumPy 2 promotion rules).
@@ -419,25 +434,25 @@ def ranked_lists(
             else:
                 # Watched pairs: their history terms are stored ones (`bonus`), so a loaded model
                 # ranks them as training did.
-                rest = pair_features(model, wu, wi, best[wu - lo], history=False) @ watched_w[name]
-                full = (c + rest + bonus[indptr[lo] : indptr[hi]]).astype(np.float32)
+                rest = pair_features(model, wu, wi, best[local], history=False) @ watched_w[name]
+                full = (c + rest + bonus[entries]).astype(np.float32)
                 dense[at] = full[in_cat]
                 outside = ~in_cat if among is None else np.zeros(len(wi), dtype=bool)
-                extra = (wu[outside] - lo, wi[outside], full[outside])
+                extra = (local[outside], wi[outside], full[outside])
             top = top_n_rows(dense, min(ids.shape[1], dense.shape[1]))
             top_ids = catalog[top]
             top_scores = np.take_along_axis(dense, top, axis=1)
             if extra is not None and len(extra[0]):
                 top_ids, top_scores = _merge_extra(top_ids, top_scores, *extra, width=ids.shape[1])
             k = top_ids.shape[1]
-            ids[lo:hi, :k] = np.where(np.isfinite(top_scores), top_ids, -1)
-            scores[lo:hi, :k] = top_scores
+            ids[chunk, :k] = np.where(np.isfinite(top_scores), top_ids, -1)
+            scores[chunk, :k] = top_scores
         if done is not None:
-            done(hi - lo)
+            done(s.shape[0])
 
     # numpy's products, partitions and ufuncs release the GIL: chunks run on all cores, each
     # writing its own rows, with BLAS held to one thread per chunk to avoid oversubscription.
-    starts = range(0, model.n_users, CHUNK_USERS)
+    starts = range(0, model.n_users if rows is None else len(rows), CHUNK_USERS)
     with threadpool_limits(1, "blas"):
         if threads == 1:  # in the calling thread (a serving worker's background thread)
             for lo in starts:

@@ -57,6 +57,12 @@ class JsonNames:
         return bytes(self._raw[self._offsets[row] : self._offsets[row + 1]])
 
 
+def popularity_feature(popularity: np.ndarray) -> np.ndarray:
+    """The ranker's popularity feature: log(1 + recent distinct viewers), scaled to [0, 1]."""
+    top = max(float(popularity.max(initial=0.0)), 1.0)
+    return (np.log1p(popularity) / np.log1p(top)).astype(np.float32)
+
+
 @dataclass
 class Recommender:
     """A trained model. Matrices are users x streamers CSR; rows follow `users` and `streamers`."""
@@ -88,6 +94,9 @@ class Recommender:
     recent: sp.csr_matrix | None = None
     decayed: sp.csr_matrix | None = None
     checksum: str = ""  # of the file's header, once loaded (model_file.header_checksum); "": not loaded
+    # The ranker's popularity feature when an update kept it (train/update.py): the known streamers'
+    # as the lists were ranked with it, new streamers' from their popularity. None: from `popularity`.
+    frozen_pop_feature: np.ndarray | None = None
 
     # Derived on first use, not at load: a loaded model is mapped arrays, and a serving worker
     # must not spend seconds and private memory on what it may never read.
@@ -102,8 +111,9 @@ class Recommender:
 
     @cached_property
     def pop_feature(self) -> np.ndarray:
-        top = max(float(self.popularity.max(initial=0.0)), 1.0)
-        return (np.log1p(self.popularity) / np.log1p(top)).astype(np.float32)
+        if self.frozen_pop_feature is not None:
+            return self.frozen_pop_feature
+        return popularity_feature(self.popularity)
 
     @cached_property
     def catalog_factors(self) -> np.ndarray:

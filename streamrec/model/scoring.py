@@ -381,16 +381,18 @@ def build_lists(model: Recommender, show_progress: bool = False) -> None:
     model.own_scores = {name: entry_scores(model, name) for name in {RankerName.ALL, model.live_ranker}}
 
 
-def entry_scores(model: Recommender, name: str) -> np.ndarray:
-    """Ranker `name`'s score of every history entry, as ranking on request computes it."""
+def entry_scores(model: Recommender, name: str, entries: np.ndarray | None = None) -> np.ndarray:
+    """Ranker `name`'s score of every history entry (or of `entries`), as ranking on request
+    computes it."""
     assert model.best_als is not None, "rank the lists first"
     bonus = model.history_bonus if name == RankerName.ALL else model.live_bonus
     entry_rows = model.entry_rows()
-    out = np.empty(model.count.nnz, dtype=np.float32)
-    for lo in range(0, model.count.nnz, 1 << 20):  # blocks: the factor rows of every entry are GBs
-        block = slice(lo, min(lo + (1 << 20), model.count.nnz))
+    every = np.arange(model.count.nnz) if entries is None else entries
+    out = np.empty(len(every), dtype=np.float32)
+    for lo in range(0, len(every), 1 << 20):  # blocks: the factor rows of every entry are GBs
+        block = every[lo : lo + (1 << 20)]
         users, items = entry_rows[block], model.count.indices[block]
-        out[block] = own_scores(
+        out[lo : lo + len(block)] = own_scores(
             model, name, model.als.user_factors[users], model.best_als[users].astype(np.float64), items, bonus[block]
         )
     return out

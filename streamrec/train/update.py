@@ -31,11 +31,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from streamrec.data.interactions import DECAY_SCALE, RECENT_SESSIONS, STRENGTHS, IdMap, aggregate, row_pointers
 from streamrec.data.sessions import END, STREAMER, UID, DataError, Sessions
-from streamrec.model.recommender import Recommender
-from streamrec.model.scoring import build_lists
+from streamrec.model.ranking import ALS, GAP, HISTORY, POP, RankerName, entry_history_features, ranked_lists
+from streamrec.model.recommender import LIST_LENGTH, Recommender, popularity_feature
+from streamrec.model.scoring import build_lists, entry_scores
 from streamrec.progress import Timer
 from streamrec.train.pipeline import TrainParams, catalog_of, fit_als, warm_start
 
@@ -47,11 +49,17 @@ UPDATE_SWEEPS = 1
 
 
 def update(
-    previous: Recommender, sessions: Sessions, sweeps: int = UPDATE_SWEEPS, timer: Timer | None = None
+    previous: Recommender,
+    sessions: Sessions,
+    sweeps: int = UPDATE_SWEEPS,
+    timer: Timer | None = None,
+    incremental: bool = True,
 ) -> tuple[Recommender, int]:
     """The model `previous` with `sessions` merged in (module docstring), its ranked lists built;
-    and how many sessions were left out as already counted. Raises DataError when the model
-    cannot be updated."""
+    and how many sessions were left out as already counted. `incremental` (the default): only
+    what the new sessions touch is recomputed (`_incremental`); else ALS sweeps over every viewer
+    and streamer and every list is ranked again. Raises DataError when the model cannot be
+    updated."""
     timer = timer or Timer()
     params = _params(previous)
     if previous.recent is None or previous.decayed is None:
@@ -80,6 +88,9 @@ def update(
         time_max = max(previous.time_max, int(frame[END].max()) if len(frame) else previous.time_max)
         new = aggregate(frame, sessions.time_format, users, streamers, log_span=(time_min, time_max))
         merged = _merge(previous, new, time_max, time_min)
+    if incremental:
+        model = _incremental(previous, merged, new, users, streamers, (time_min, time_max), params, sweeps, timer)
+        return model, skipped
     with timer("als"):
         user_items = merged["count"].copy()
         user_items.data = np.asarray(
@@ -107,6 +118,188 @@ def update(
     with timer("lists"):
         build_lists(model)
     return model, skipped
+
+
+def _strength(previous: Recommender, count: sp.csr_matrix, watch: sp.csr_matrix) -> sp.csr_matrix:
+    out = count.copy()
+    out.data = np.asarray(STRENGTHS[previous.strength](count.data.astype(np.float64), watch.data), dtype=np.float32)
+    return out
+
+
+def _incremental(
+    previous: Recommender,
+    merged: dict[str, sp.csr_matrix],
+    new,
+    users: IdMap,
+    streamers: IdMap,
+    span: tuple[int, int],
+    params: TrainParams,
+    sweeps: int,
+    timer: Timer,
+) -> Recommender:
+    """The update's cost grows with the new sessions, not the log: only what they touch is
+    recomputed, the rest of `previous` kept as it is.
+
+    - ALS: the factors of every known streamer are kept; new streamers' are solved against the
+      factors of the viewers who watched them, then the factors of every viewer with new sessions
+      against the streamers' (implicit's recalculate_item / recalculate_user: exact least squares,
+      each a fold-in); `sweeps` rounds of both.
+    - The ranker's popularity feature is kept for known streamers (new ones get theirs); the
+      popularity itself, the popular list, is recomputed. The catalog keeps every streamer it had
+      and takes in those that now qualify.
+    - History terms are recomputed for the viewers with new sessions; the others keep theirs.
+    - Ranked lists: those of the viewers with new sessions, and of any viewer for whom a streamer
+      new to the catalog would enter a list or set a new best ALS score, are ranked again; the
+      others are kept.
+
+    So for a viewer whose lists are kept, every input of their ranking (their factors and history
+    terms, the factors and popularity feature of every candidate, their best ALS score) is what it
+    was when the lists were ranked: the stored lists and ranking on request (filters, k beyond the
+    list, live sets) still agree, as after a full retrain. A full retrain refreshes everything."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    n_users, n_streamers = len(users), len(streamers)
+    old_users, old_streamers = previous.n_users, previous.n_streamers
+    time_min, time_max = span
+    changed = np.flatnonzero(np.diff(new.count.indptr) > 0)  # viewers with new sessions (every new one)
+    with timer("als"):
+        user_items = _strength(previous, merged["count"], merged["watch_time"])
+        user_factors, item_factors = warm_start(previous, users, streamers, params)
+        with threadpool_limits(1, "blas"):
+            als = AlternatingLeastSquares(
+                factors=params.factors,
+                regularization=params.regularization,
+                alpha=params.alpha,
+                iterations=sweeps,
+                random_state=params.random_state,
+            )
+        als.user_factors, als.item_factors = user_factors, item_factors
+        fresh_streamers = np.arange(old_streamers, n_streamers)
+        # New streamers are watched only in the new sessions: their columns are the new aggregates'.
+        item_users = (
+            _strength(previous, new.count, new.watch_time).T.tocsr()[fresh_streamers] if len(fresh_streamers) else None
+        )
+        with threadpool_limits(1, "blas"):
+            for _ in range(sweeps):
+                if item_users is not None:
+                    als._XtX = None  # implicit caches the Gram matrix of the other side
+                    item_factors[fresh_streamers] = als.recalculate_item(fresh_streamers, item_users)
+                als._YtY = None
+                if len(changed):
+                    user_factors[changed] = als.recalculate_user(changed, user_items[changed])
+    with timer("popularity"):
+        popularity, ranking = _popularity(merged["last_seen"], time_min, time_max, params.popularity_window)
+        wanted = catalog_of(np.bincount(merged["count"].indices, minlength=n_streamers), params)
+        catalog = np.union1d(previous.catalog, wanted)
+        newcomers = np.setdiff1d(catalog, previous.catalog)
+        pop_feature = np.empty(n_streamers, dtype=np.float32)
+        pop_feature[:old_streamers] = previous.pop_feature
+        pop_feature[old_streamers:] = popularity_feature(popularity)[old_streamers:]
+    model = Recommender(
+        als=als,
+        users=users,
+        streamers=streamers,
+        **merged,  # count, watch_time, last_seen, recent, decayed
+        popularity=popularity,
+        popular_ranking=ranking,
+        catalog=catalog,
+        time_max=time_max,
+        time_span=max(time_max - time_min, 1),
+        rankers=dict(previous.rankers),
+        strength=previous.strength,
+        frozen_pop_feature=pop_feature,
+    )
+    with timer("history"):
+        touched = np.zeros(n_users, dtype=bool)
+        touched[changed] = True
+        kept, fresh = _entry_map(previous, model, touched)
+        entry_rows = model.entry_rows()
+        for name, ranker in (("history_bonus", RankerName.ALL), ("live_bonus", model.live_ranker)):
+            terms = np.empty(model.count.nnz, dtype=np.float32)
+            terms[kept[1]] = getattr(previous, name)[kept[0]]
+            _, w = model.linear[ranker]
+            terms[fresh] = entry_history_features(model, fresh, entry_rows[fresh]) @ w[HISTORY]
+            model.__dict__[name] = terms
+    with timer("lists"):
+        best = np.zeros(n_users, dtype=np.float32)
+        assert previous.best_als is not None, "a model file has its lists"
+        best[:old_users] = previous.best_als
+        again = touched | _newcomers_enter(previous, model, newcomers, best, touched)
+        rows = np.flatnonzero(again)
+        ranked, best_ranked = ranked_lists(model, model.rankers, LIST_LENGTH, rows=rows, bonus=model.history_bonus)
+        best[rows] = best_ranked[rows]
+        model.best_als = best
+        keep_rows = np.flatnonzero(~again[:old_users])
+        for name, (ids, scores) in ranked.items():
+            old_ids, old_scores = previous.lists[name]
+            width = min(ids.shape[1], old_ids.shape[1])
+            ids[keep_rows, :width] = old_ids[keep_rows, :width]
+            scores[keep_rows, :width] = old_scores[keep_rows, :width]
+        model.lists = ranked
+        # Each history entry's served score: those of the viewers ranked again recomputed.
+        redo = again[entry_rows]
+        kept_again = ~again[previous.entry_rows()]
+        for name in {RankerName.ALL, model.live_ranker}:
+            stored = previous.own_scores.get(name)
+            if stored is None:
+                model.own_scores[name] = entry_scores(model, name)
+                continue
+            out = np.empty(model.count.nnz, dtype=np.float32)
+            source = kept[0][kept_again[kept[0]]]
+            out[_moved(previous, model, source)] = stored[source]
+            out[redo] = entry_scores(model, name, np.flatnonzero(redo))
+            model.own_scores[name] = out
+    log.info(
+        "incremental update: %d viewers with new sessions, %d ranked again, %d new streamers, %d new in the catalog",
+        len(changed),
+        len(rows),
+        len(fresh_streamers),
+        len(newcomers),
+    )
+    return model
+
+
+def _moved(previous: Recommender, model: Recommender, entries: np.ndarray) -> np.ndarray:
+    """Where `previous`'s history entries of viewers whose history did not change sit in `model`."""
+    rows = previous.entry_rows()[entries]
+    return model.count.indptr[rows] + (entries - previous.count.indptr[rows])
+
+
+def _entry_map(
+    previous: Recommender, model: Recommender, touched: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """((previous entries, the same entries in `model`) of the viewers not `touched`, the entries
+    of `model` of the touched viewers)."""
+    rows = previous.entry_rows()
+    kept = np.flatnonzero(~touched[rows])
+    fresh = np.flatnonzero(touched[model.entry_rows()])
+    return (kept, _moved(previous, model, kept)), fresh
+
+
+def _newcomers_enter(
+    previous: Recommender, model: Recommender, newcomers: np.ndarray, best: np.ndarray, touched: np.ndarray
+) -> np.ndarray:
+    """Per viewer: whether a streamer new to the catalog changes their lists (it would enter one,
+    it is a better ALS match than their best, or they watched it). Viewers already `touched` are
+    ranked again anyway."""
+    out = np.zeros(model.n_users, dtype=bool)
+    if not len(newcomers):
+        return out
+    watched = np.isin(model.count.indices, newcomers)
+    out[model.entry_rows()[watched]] = True
+    rest = np.flatnonzero(~touched[: previous.n_users] & ~out[: previous.n_users])
+    factors = np.ascontiguousarray(model.als.item_factors[newcomers])
+    pop = model.pop_feature[newcomers]
+    for lo in range(0, len(rest), 1 << 14):
+        chunk = rest[lo : lo + (1 << 14)]
+        als = model.als.user_factors[chunk] @ factors.T
+        hit = als.max(axis=1) > best[chunk]
+        for name, (_, scores) in previous.lists.items():
+            c, w = model.linear[name]
+            score = als * float(w[ALS] - w[GAP]) + (c + w[GAP] * best[chunk])[:, None] + (w[POP] * pop)[None, :]
+            hit |= (score > scores[chunk, -1][:, None]).any(axis=1)
+        out[chunk[hit]] = True
+    return out
 
 
 def update_metadata(

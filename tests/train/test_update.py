@@ -8,10 +8,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from streamrec.data import demo as demo_data
-from streamrec.data.sessions import START
-from streamrec.model.model_file import load_model
+from streamrec.data.sessions import START, read_sessions
+from streamrec.model.model_file import load_model, save_model
+from streamrec.model.ranking import ranked_lists
+from streamrec.model.recommender import LIST_LENGTH
+from streamrec.model.scoring import entry_scores
 from streamrec.serve.app import create_app
 from streamrec.settings import Settings
+from streamrec.train.update import update
 from tests.server.helpers import run_cli
 
 
@@ -124,3 +128,33 @@ def test_a_failed_update_leaves_the_model_file_as_it_was(logs, block_model_path)
     result = run_cli("als_fit.py", "--update", "--data", str(paths["after"]), "--model", str(tmp / "none.pkl"))
     assert result.returncode == 2 and "no model file" in result.stderr
     assert model.read_bytes() == kept
+
+
+def test_an_incremental_update_keeps_stored_lists_and_ranking_on_request_in_agreement(logs, tmp_path):
+    """Lists kept for viewers without new sessions, ranked again for the others: every stored list
+    is what ranking the updated model gives, and so is every stored history-entry score."""
+    tmp, paths = logs
+    path = tmp_path / "model.pkl"
+    train(paths["before"], path)
+    before = load_model(path)
+    sessions = read_sessions(paths["after"])
+    model, _ = update(before, sessions)
+    assert model.frozen_pop_feature is not None
+    full, best = ranked_lists(model, model.rankers, LIST_LENGTH)
+    np.testing.assert_allclose(best, model.best_als, rtol=1e-6)
+    for name, (ids, scores) in full.items():
+        np.testing.assert_array_equal(ids, model.lists[name][0])
+        np.testing.assert_allclose(scores, model.lists[name][1], rtol=1e-5, atol=1e-5)
+    for name, stored in model.own_scores.items():
+        np.testing.assert_allclose(stored, entry_scores(model, name), rtol=1e-5, atol=1e-5)
+    # Viewers without new sessions kept their lists as they were; those with new ones were ranked again.
+    active = set(sessions.frame["uid"].astype(str))
+    quiet = [r for r in range(before.n_users) if before.users.ids[r] not in active]
+    assert quiet and len(active) > 10
+    kept = [r for r in quiet if np.array_equal(model.lists["all"][0][r], before.lists["all"][0][r])]
+    assert len(kept) > 0.9 * len(quiet)
+    # Written and read back, it is the same model.
+    save_model(model, tmp_path / "again.pkl")
+    loaded = load_model(tmp_path / "again.pkl")
+    np.testing.assert_array_equal(loaded.pop_feature, model.pop_feature)
+    np.testing.assert_array_equal(loaded.lists["new"][0], model.lists["new"][0])
