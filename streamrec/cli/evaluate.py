@@ -2,6 +2,7 @@
 
     streamrec-evaluate --data sessions.csv          # report only, beside the model path
     streamrec-evaluate --protocol live              # the RecSys 2021 live protocol
+    streamrec-evaluate --replay                     # the test period streamed as events
 
 The protocols and the report are `streamrec.evaluate.offline`.
 """
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         path, _ = demo_data.resolve(args.data, settings.demo_data_path)
         sessions = read_sessions(path)
         out = args.out or report_path(args.model, args.protocol)
-        run(sessions, params, args.test_fraction, out, args.protocol, args.plot)
+        run(sessions, params, args.test_fraction, out, args.protocol, args.plot, replay_targets=args.replay_targets)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
     python als_fit.py --evaluate                 # report, then train the model as usual
     python evaluation.py --data sessions.csv     # report only
     python evaluation.py --protocol live         # the RecSys 2021 live protocol
+    python evaluation.py --replay                # the test period streamed as events (evaluate/replay.py)
 
 Protocol (a temporal split, as the live-streaming literature uses: a random split would put a
 viewer's future sessions in training): sessions starting in the last `test_fraction` of the time span are the test
@@ -241,7 +242,7 @@ def _interval_lines(report: dict) -> list[str]:
     return lines
 
 
-PROTOCOLS = ("time", "live")
+PROTOCOLS = ("time", "live", "replay")
 
 
 def run(
@@ -252,14 +253,19 @@ def run(
     protocol: str = "time",
     plot: Path | None = None,
     fit: Callable[[Sessions, TrainParams], Recommender] = train,
+    replay_targets: int = 50_000,
 ) -> dict:
     """Train on the time before the split (by `fit`: the default engine's `training.train`, or
     another engine's), evaluate after it, print and save the report."""
+    from streamrec.evaluate.replay import evaluate_replay, format_replay_report
+
     t0 = time.perf_counter()
     train_part, test, cut = time_split(sessions, test_fraction)
     model = fit(train_part, params)
     if protocol == "live":
         report = evaluate_live(model, sessions.frame, test)
+    elif protocol == "replay":
+        report = evaluate_replay(model, test, replay_targets)
     else:
         report = evaluate_model(model, test)
     report["split"] = {
@@ -271,7 +277,8 @@ def run(
     }
     report["params"] = asdict(params)
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    print(format_live_report(report) if protocol == "live" else format_report(report))
+    formats = {"live": format_live_report, "replay": format_replay_report}
+    print(formats.get(protocol, format_report)(report))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, allow_nan=True))
@@ -293,34 +300,47 @@ def plot_report(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     iv = report["intervals"]
+    methods, targets = report.get("methods", METHODS), report.get("targets", TARGETS)
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
-    width = 0.8 / len(METHODS)
-    colours = {"served": "#1f77b4", "ALS": "#ff7f0e", "POP": "#7f7f7f", "REP": "#2ca02c"}
-    for j, method in enumerate(METHODS):
+    width = 0.8 / len(methods)
+    colours = {
+        "served": "#1f77b4",
+        "ALS": "#ff7f0e",
+        "POP": "#7f7f7f",
+        "REP": "#2ca02c",
+        "with events": "#1f77b4",
+        "frozen": "#7f7f7f",
+    }
+    for j, method in enumerate(methods):
         values, low, high = [], [], []
-        for target in TARGETS:
+        for target in targets:
             v = report["results"][target][method][iv["metric"]]
             lo, hi = iv["by_method"][target].get(method, (float("nan"), float("nan")))
             values.append(v)
             low.append(max(0.0, v - lo) if np.isfinite(lo) else 0.0)
             high.append(max(0.0, hi - v) if np.isfinite(hi) else 0.0)
-        x = np.arange(len(TARGETS)) + (j - (len(METHODS) - 1) / 2) * width
+        x = np.arange(len(targets)) + (j - (len(methods) - 1) / 2) * width
         ax.bar(x, values, width, yerr=[low, high], capsize=3, label=method, color=colours.get(method))
         for xi, v in zip(x, values, strict=True):
             if np.isfinite(v):
                 ax.text(xi, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
     users = report["users"]
-    ax.set_xticks(np.arange(len(TARGETS)), [f"{t} targets\n{users[t]:,} users" for t in TARGETS])
+    replay = report.get("protocol") == "replay"
+    labels = [f"{t}\n{users[t]:,} targets" if replay else f"{t} targets\n{users[t]:,} users" for t in targets]
+    ax.set_xticks(np.arange(len(targets)), labels)
     ax.set_ylabel(f"{iv['metric']} (95% bootstrap interval)")
-    protocol = "live protocol" if report.get("protocol") == "live" else "time split"
+    protocol = {"live": "live protocol", "replay": "replay of the test period as events"}.get(
+        report.get("protocol", ""), "time split"
+    )
     ax.set_title(f"{protocol}: {Path(str(report['split']['source'])).name}", fontsize=10)
-    ax.legend(ncols=len(METHODS), fontsize=8, loc="upper right")
-    top = np.nanmax([report["results"][t][m][iv["metric"]] for t in TARGETS for m in METHODS] + [0.05])
+    ax.legend(ncols=len(methods), fontsize=8, loc="upper right")
+    top = np.nanmax([report["results"][t][m][iv["metric"]] for t in targets for m in methods] + [0.05])
     ax.set_ylim(0, min(1.05, 1.2 * top))
     notes = [
         f"{q['a']} / {q['b']}, {q['target']}, {q['metric']}: "
         f"{q['ratio']:.3f}x [{q['ratio_low']:.3f}, {q['ratio_high']:.3f}]"
         for q in iv["paired"]
+        if report.get("protocol") != "replay" or (q["metric"] == iv["metric"] and q["target"] != "new")
     ]
     fig.text(0.01, 0.01, "paired 95%: " + ";  ".join(notes), fontsize=7)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -415,7 +435,12 @@ def add_evaluation_args(parser) -> None:
         "--protocol",
         choices=PROTOCOLS,
         default="time",
-        help="time: all test-period targets; live: next session among live",
+        help="time: all test-period targets; live: next session among live; replay: the test period streamed "
+        "as events, each session predicted with what was known just before it, frozen model against with-events",
+    )
+    parser.add_argument("--replay", action="store_const", const="replay", dest="protocol", help="--protocol replay")
+    parser.add_argument(
+        "--replay-targets", type=int, default=50_000, help="replay: test sessions predicted (all are streamed)"
     )
     parser.add_argument(
         "--plot", type=Path, default=None, help="also draw NDCG@10 per method and target, with intervals (PNG)"
@@ -423,6 +448,8 @@ def add_evaluation_args(parser) -> None:
 
 
 def check_evaluation_args(args) -> None:
+    if args.replay_targets < 1:
+        raise ValueError(f"--replay-targets must be at least 1; got {args.replay_targets}")
     if not 0 < args.test_fraction < 1:
         raise ValueError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
     if args.plot is not None and args.plot.suffix.lower() != ".png":

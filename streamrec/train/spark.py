@@ -280,7 +280,8 @@ def _model(side: dict, als, users: IdMap, streamers: IdMap, params: TrainParams,
 
 _RANKED = (
     "u int, s array<int>, count array<float>, watch array<float>, last array<double>, "
-    "history_bonus array<float>, live_bonus array<float>, features array<float>, best float, "
+    "recent array<float>, decayed array<float>, history_bonus array<float>, live_bonus array<float>, "
+    "features array<float>, best float, "
     "all_ids array<int>, all_scores array<float>, new_ids array<int>, new_scores array<float>"
 )
 
@@ -354,6 +355,8 @@ def _rank_batch(batch, item_side: dict, params: TrainParams):
         "count": per_entry(cols["count"].astype(np.float32)),
         "watch": per_entry(cols["watch"].astype(np.float32)),
         "last": per_entry(cols["last"].astype(np.float64)),
+        "recent": per_entry(cols["recent"].astype(np.float32)),
+        "decayed": per_entry(cols["decayed"].astype(np.float32)),
         "history_bonus": per_entry(model.history_bonus.astype(np.float32)),
         "live_bonus": per_entry(model.live_bonus.astype(np.float32)),
         "features": batch.column("features"),
@@ -373,7 +376,7 @@ def _collect(ranked, n_users: int, n_pairs: int, factors: int) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    per_viewer = 4 * factors + 2 * 8 * LIST_LENGTH + 16 + 28 * n_pairs / max(n_users, 1)
+    per_viewer = 4 * factors + 2 * 8 * LIST_LENGTH + 16 + 36 * n_pairs / max(n_users, 1)
     step = max(1, int(COLLECT_BYTES // per_viewer))
     ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
     out: dict[str, np.ndarray] = {
@@ -382,6 +385,8 @@ def _collect(ranked, n_users: int, n_pairs: int, factors: int) -> dict:
         "count": np.empty(n_pairs, dtype=np.float32),
         "watch": np.empty(n_pairs, dtype=np.float32),
         "last": np.empty(n_pairs, dtype=np.float64),
+        "recent": np.empty(n_pairs, dtype=np.float32),
+        "decayed": np.empty(n_pairs, dtype=np.float32),
         "history_bonus": np.empty(n_pairs, dtype=np.float32),
         "live_bonus": np.empty(n_pairs, dtype=np.float32),
         "features": np.zeros((n_users, factors), dtype=np.float32),
@@ -403,6 +408,8 @@ def _collect(ranked, n_users: int, n_pairs: int, factors: int) -> dict:
             ("count", "count"),
             ("watch", "watch"),
             ("last", "last"),
+            ("recent", "recent"),
+            ("decayed", "decayed"),
             ("history_bonus", "history_bonus"),
             ("live_bonus", "live_bonus"),
         ):
@@ -602,6 +609,8 @@ class SparkEngine:
             watch_time=csr(arrays["watch"]),
             last_seen=csr(arrays["last"]),
         )
+        # The momentum counts, as the implicit engine keeps them: what an update needs.
+        model.recent, model.decayed = csr(arrays["recent"]), csr(arrays["decayed"])
         model.lists = {
             RankerName.ALL: (arrays["all_ids"], arrays["all_scores"]),
             RankerName.NEW: (arrays["new_ids"], arrays["new_scores"]),

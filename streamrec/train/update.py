@@ -1,6 +1,7 @@
 """Incremental updates: a model file and the sessions logged since, merged without a retrain.
 
     python als_fit.py --update --data sessions_today.csv [--model models/model.pkl]
+    python als_fit.py --update --events      # the sessions of the event log (POST /events)
 
 What an update does, against a full retrain on the whole log:
 - the same id numbering, extended: viewers and streamers already known keep their rows, new
@@ -11,10 +12,12 @@ What an update does, against a full retrain on the whole log:
 - the momentum counts carried forward: the time-decayed sessions decay by the time that passed
   (each session keeps the decay scale of the model it entered), and a viewer's share of the last
   10 sessions gives way to the new sessions in proportion;
-- ALS refreshed from the model's own factors (new ids start small and random, as implicit
-  starts them) with a few sweeps over the merged matrix;
-- popularity (distinct viewers seen in the recent window), the newcomers' catalog, the history
-  terms and every ranked list recomputed;
+- then only what the new sessions touch is recomputed (`_incremental`, the default): the factors
+  of the viewers with new sessions and of new streamers (fold-in against the others' factors),
+  popularity and the popular list, the catalog's newcomers, the history terms and ranked lists of
+  the viewers whose inputs changed; everything else is kept, so an update's cost grows with the
+  new sessions, not with the log. With `incremental=False` ALS is refreshed from the model's own
+  factors by sweeps over everyone and every list is ranked again (1.1.0's update);
 - the learned ranker weights kept. Only a full retrain learns them again, on the newest
   validation period.
 
@@ -65,7 +68,7 @@ def update(
     if previous.recent is None or previous.decayed is None:
         raise DataError(
             "this model file has no momentum counts to update (written before updates existed, or by "
-            "--engine spark, which does not collect them yet); train it once with: python als_fit.py"
+            "--engine spark before 1.2.0); train it once with: python als_fit.py"
         )
     if params.popularity_by != "viewers":
         raise DataError(

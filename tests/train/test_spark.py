@@ -241,3 +241,22 @@ def test_without_pyspark_the_spark_engine_says_how_to_install_it(block_csv, tmp_
     assert result.returncode == 2, result.stderr
     assert result.stderr == f"error: {spark_log.INSTALL_HINT}\n"
     assert not (tmp_path / "m.pkl").exists()
+
+
+def test_a_spark_trained_model_has_the_momentum_counts_and_can_be_updated(spark_trained, block_csv, tmp_path):
+    model_path = tmp_path / "model.pkl"
+    shutil.copy(spark_trained[0], model_path)
+    spark_model = load_model(model_path)
+    assert spark_model.recent is not None and spark_model.decayed is not None
+    # The same momentum counts as the default engine aggregates, pair by pair.
+    sessions = read_sessions(block_csv)
+    local = aggregate(sessions.frame, sessions.time_format, spark_model.users, spark_model.streamers)
+    np.testing.assert_array_equal(local.count.indices, spark_model.count.indices)
+    np.testing.assert_allclose(local.recent.data, spark_model.recent.data, rtol=1e-5)
+    np.testing.assert_allclose(local.decayed.data, spark_model.decayed.data, rtol=1e-4)
+    new = tmp_path / "new.csv"
+    new.write_text("uid,session_id,streamer_name,time_start,time_end\n1,1,alpha0,120,122\nnewcomer,2,bravo1,121,124\n")
+    result = run_cli("als_fit.py", "--update", "--data", str(new), "--model", str(model_path))
+    assert result.returncode == 0, result.stderr
+    updated = load_model(model_path)
+    assert updated.users.get("newcomer") is not None and updated.metadata["engine"] == "spark"
