@@ -209,3 +209,44 @@ def test_tuning_search_runs_its_grid_on_a_validation_period(tmp_path):
     assert len(trials) == 5 + 27 + 3  # strengths, factors x regularization x alpha, iterations
     assert all(0 <= t["valid_new_ndcg@10"] <= 1 for t in trials)
     assert "best: TrainParams(" in result.stdout
+
+
+def test_the_replay_protocol_values_what_the_events_add(realistic_sessions):
+    """The test period streamed as events: the sessions after the cutoff are what only the events
+    know, and viewers the model never saw get their own recent streamers instead of the popular list."""
+    from streamrec.evaluate.replay import evaluate_replay
+    from streamrec.train.pipeline import train
+
+    train_part, test, _ = realistic_sessions
+    # a few viewers the model never saw, watching as some known viewers do
+    strangers = test[test["uid"].isin(test["uid"].unique()[:40])].assign(uid=lambda f: "stranger-" + f["uid"])
+    report = evaluate_replay(train(train_part, TrainParams()), pd.concat([test, strangers]), targets=20_000)
+    users, results = report["users"], report["results"]
+    assert users["all"] == min(20_000, len(test) + len(strangers))
+    assert users["repeat"] + users["new"] == users["all"] and users["after cutoff"] <= users["repeat"]
+    assert users["unknown viewer"] > 0
+    paired = {(q["target"], q["metric"]): q for q in report["intervals"]["paired"]}
+    assert paired[("all", "NDCG@10")]["difference_low"] > 0  # the events help, and surely
+    assert results["after cutoff"]["with events"]["NDCG@10"] > 3 * results["after cutoff"]["frozen"]["NDCG@10"]
+    assert results["unknown viewer"]["with events"]["NDCG@10"] > 2 * results["unknown viewer"]["frozen"]["NDCG@10"]
+
+
+def test_replay_protocol_cli_prints_and_writes_its_report(block_csv, tmp_path):
+    out = tmp_path / "replay.json"
+    result = run_cli(
+        "evaluation.py",
+        "--data",
+        str(block_csv),
+        "--replay",
+        "--out",
+        str(out),
+        "--factors",
+        "2",
+        "--plot",
+        str(tmp_path / "replay.png"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "replay protocol" in result.stdout and "with events" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["protocol"] == "replay" and report["users"]["all"] > 0
+    assert (tmp_path / "replay.png").stat().st_size > 10_000
