@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -127,6 +128,17 @@ class Settings(BaseSettings):
 
 def live_file(settings: Settings) -> Path:
     return Path(settings.live_path) if settings.live_path else Path(settings.model_path).with_suffix(".live.json")
+
+
+def public_url(url: str) -> str:
+    """The URL as a message may show it: scheme, host, port and database, no user or password."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the store (REDIS_URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def instance_name(settings: Settings) -> str:

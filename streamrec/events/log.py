@@ -363,7 +363,7 @@ class RedisLog:
     def __init__(self, url: str, prefix: str):
         import redis
 
-        from streamrec.serve.store import public_url
+        from streamrec.settings import public_url
 
         self.url = public_url(url)
         self.key = f"{prefix}sessions"

@@ -25,7 +25,6 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -33,6 +32,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from streamrec.events.log import Chunk, add_entries
+from streamrec.settings import public_url
 
 Version = tuple[int, int]  # (epoch, number) of a live set in the store
 TIMEOUT_SECONDS = 2.0  # to connect, and for one command: a write answers 503 after this, not later
@@ -69,17 +69,6 @@ NOT_DURABLE = (
     "(asked with WAITAOF); the sessions were kept in the stream but not acknowledged"
 )
 DURABILITY_CHECK_SECONDS = 60.0  # how long a store's appendfsync setting, read once, is trusted
-
-
-def public_url(url: str) -> str:
-    """The URL as a message may show it: scheme, host, port and database, no user or password."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "the store (REDIS_URL)"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def parse_version(text: str | bytes | None) -> Version | None:
