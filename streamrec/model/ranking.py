@@ -358,6 +358,7 @@ def ranked_lists(
     stop: Callable[[], bool] | None = None,
     threads: int | None = None,
     rows: np.ndarray | None = None,
+    watched_out: np.ndarray | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Every user's top-n streamers by each ranker: {"all": (ids, scores), "new": ...}, arrays of
     shape (n_users, n), best first, short rows padded with id -1 and score -inf; and every
@@ -372,7 +373,8 @@ def ranked_lists(
     started are skipped (the lists are then incomplete: the caller asked for that). `threads`:
     chunks ranked at once (default: one per core). `rows`: rank only these users (sorted rows; an
     update re-ranks the viewers whose inputs changed): the other rows stay padded, and their best
-    ALS score 0."""
+    ALS score 0. `watched_out` (one float32 per history entry): the `all` ranker's score of each
+    ranked viewer's own streamers is written there."""
     catalog = model.catalog if among is None else among
     catalog_factors = model.catalog_factors if among is None else np.ascontiguousarray(model.als.item_factors[among])
     catalog_pos = np.full(model.n_streamers, -1, dtype=np.int64)
@@ -436,6 +438,8 @@ def ranked_lists(
                 # ranks them as training did.
                 rest = pair_features(model, wu, wi, best[local], history=False) @ watched_w[name]
                 full = (c + rest + bonus[entries]).astype(np.float32)
+                if watched_out is not None and name == RankerName.ALL:
+                    watched_out[entries] = full
                 dense[at] = full[in_cat]
                 outside = ~in_cat if among is None else np.zeros(len(wi), dtype=bool)
                 extra = (local[outside], wi[outside], full[outside])
@@ -443,7 +447,7 @@ def ranked_lists(
             top_ids = catalog[top]
             top_scores = np.take_along_axis(dense, top, axis=1)
             if extra is not None and len(extra[0]):
-                top_ids, top_scores = _merge_extra(top_ids, top_scores, *extra, width=ids.shape[1])
+                top_ids, top_scores = merge_extra(top_ids, top_scores, *extra, width=ids.shape[1])
             k = top_ids.shape[1]
             ids[chunk, :k] = np.where(np.isfinite(top_scores), top_ids, -1)
             scores[chunk, :k] = top_scores
@@ -463,7 +467,7 @@ def ranked_lists(
     return out, best_all
 
 
-def _merge_extra(
+def merge_extra(
     top_ids: np.ndarray,
     top_scores: np.ndarray,
     rows: np.ndarray,

@@ -28,6 +28,8 @@ popularity is by sessions or watch time needs the raw window and is refused.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -38,7 +40,17 @@ from threadpoolctl import threadpool_limits
 
 from streamrec.data.interactions import DECAY_SCALE, RECENT_SESSIONS, STRENGTHS, IdMap, aggregate, row_pointers
 from streamrec.data.sessions import END, STREAMER, UID, DataError, Sessions
-from streamrec.model.ranking import ALS, GAP, HISTORY, POP, RankerName, entry_history_features, ranked_lists
+from streamrec.model.ranking import (
+    ALS,
+    GAP,
+    HISTORY,
+    POP,
+    RankerName,
+    entry_history_features,
+    merge_extra,
+    pair_features,
+    ranked_lists,
+)
 from streamrec.model.recommender import LIST_LENGTH, Recommender, popularity_feature
 from streamrec.model.scoring import build_lists, entry_scores
 from streamrec.progress import Timer
@@ -144,30 +156,51 @@ def _incremental(
     recomputed, the rest of `previous` kept as it is.
 
     - ALS: the factors of every known streamer are kept; new streamers' are solved against the
-      factors of the viewers who watched them, then the factors of every viewer with new sessions
-      against the streamers' (implicit's recalculate_item / recalculate_user: exact least squares,
-      each a fold-in); `sweeps` rounds of both.
+      factors of the viewers who watched them (implicit's recalculate_item). A viewer whose ALS
+      input changed (a streamer new to them; with a strength other than binary, any session) is
+      solved against the streamers' factors: from their own factors by implicit's
+      conjugate-gradient step (what a sweep of its fit does), a new viewer exactly
+      (recalculate_user); `sweeps` rounds of both. A viewer who only watched streamers they had
+      watched keeps the factors: with binary strength their ALS input is the same.
     - The ranker's popularity feature is kept for known streamers (new ones get theirs); the
       popularity itself, the popular list, is recomputed. The catalog keeps every streamer it had
       and takes in those that now qualify.
     - History terms are recomputed for the viewers with new sessions; the others keep theirs.
-    - Ranked lists: those of the viewers with new sessions, and of any viewer for whom a streamer
-      new to the catalog would enter a list or set a new best ALS score, are ranked again; the
-      others are kept.
+    - Ranked lists: ranked again for the viewers whose factors changed. For those with repeat
+      sessions only, only their own streamers' scores changed: the default list is merged from
+      its never-watched part and their streamers rescored (ranked again when the stored part is
+      too short to be exact), the discovery list is the same. Any viewer for whom a streamer new
+      to the catalog would enter a list or set a new best ALS score is ranked again. The others
+      keep their lists.
 
     So for a viewer whose lists are kept, every input of their ranking (their factors and history
     terms, the factors and popularity feature of every candidate, their best ALS score) is what it
     was when the lists were ranked: the stored lists and ranking on request (filters, k beyond the
-    list, live sets) still agree, as after a full retrain. A full retrain refreshes everything."""
+    list, live sets) still agree, as after a full retrain (tested). A full retrain refreshes all."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     n_users, n_streamers = len(users), len(streamers)
     old_users, old_streamers = previous.n_users, previous.n_streamers
     time_min, time_max = span
     changed = np.flatnonzero(np.diff(new.count.indptr) > 0)  # viewers with new sessions (every new one)
+    # Whose ALS input changed: new viewers, viewers with a pair new to them (all, unless binary).
+    new_rows = np.repeat(np.arange(n_users), np.diff(new.count.indptr))
+    keys = new_rows.astype(np.int64) * old_streamers + new.count.indices
+    old_pair = (new_rows < old_users) & (new.count.indices < old_streamers)
+    pos = np.minimum(np.searchsorted(previous.history_keys, keys[old_pair]), len(previous.history_keys) - 1)
+    known_pair = np.zeros(len(keys), dtype=bool)
+    known_pair[old_pair] = previous.history_keys[pos] == keys[old_pair]
+    refit_mask = np.zeros(n_users, dtype=bool)
+    refit_mask[new_rows[~known_pair]] = True
+    refit_mask[old_users:] = True
+    if previous.strength != "binary":
+        refit_mask[changed] = True
+    refit = np.flatnonzero(refit_mask)
     with timer("als"):
         user_items = _strength(previous, merged["count"], merged["watch_time"])
-        user_factors, item_factors = warm_start(previous, users, streamers, params)
+        rng = np.random.default_rng(params.random_state)
+        user_factors = _carried(previous.als.user_factors, n_users, rng)
+        item_factors = _carried(previous.als.item_factors, n_streamers, rng)
         with threadpool_limits(1, "blas"):
             als = AlternatingLeastSquares(
                 factors=params.factors,
@@ -179,17 +212,25 @@ def _incremental(
         als.user_factors, als.item_factors = user_factors, item_factors
         fresh_streamers = np.arange(old_streamers, n_streamers)
         # New streamers are watched only in the new sessions: their columns are the new aggregates'.
-        item_users = (
-            _strength(previous, new.count, new.watch_time).T.tocsr()[fresh_streamers] if len(fresh_streamers) else None
-        )
+        item_users = None
+        if len(fresh_streamers):
+            item_users = _strength(previous, new.count, new.watch_time).T.tocsr()[fresh_streamers]
+        known, fresh_users = refit[refit < old_users], refit[refit >= old_users]
         with threadpool_limits(1, "blas"):
             for _ in range(sweeps):
                 if item_users is not None:
                     als._XtX = None  # implicit caches the Gram matrix of the other side
                     item_factors[fresh_streamers] = als.recalculate_item(fresh_streamers, item_users)
                 als._YtY = None
-                if len(changed):
-                    user_factors[changed] = als.recalculate_user(changed, user_items[changed])
+                if len(known):
+                    block = user_factors[known]
+                    rows = user_items[known]
+                    if als.alpha != 1.0:
+                        rows = als.alpha * rows
+                    als.solver(rows, block, item_factors, als.regularization, num_threads=als.num_threads)
+                    user_factors[known] = block
+                if len(fresh_users):
+                    user_factors[fresh_users] = als.recalculate_user(fresh_users, user_items[fresh_users])
     with timer("popularity"):
         popularity, ranking = _popularity(merged["last_seen"], time_min, time_max, params.popularity_window)
         wanted = catalog_of(np.bincount(merged["count"].indices, minlength=n_streamers), params)
@@ -212,54 +253,151 @@ def _incremental(
         strength=previous.strength,
         frozen_pop_feature=pop_feature,
     )
+    assert previous.best_als is not None, "a model file has its lists"
+    repeat = np.zeros(n_users, dtype=bool)
+    repeat[changed] = True
+    touched = repeat.copy()
+    repeat &= ~refit_mask  # repeat sessions only: the pairs, the factors and the best are the same
     with timer("history"):
-        touched = np.zeros(n_users, dtype=bool)
-        touched[changed] = True
         kept, fresh = _entry_map(previous, model, touched)
         entry_rows = model.entry_rows()
-        for name, ranker in (("history_bonus", RankerName.ALL), ("live_bonus", model.live_ranker)):
+        features = entry_history_features(model, fresh, entry_rows[fresh])
+        moved = _repeat_entries(previous, model, repeat)
+        shift: dict[str, np.ndarray] = {}  # per ranker: how the repeat viewers' history terms moved
+        for which, ranker in (("history_bonus", RankerName.ALL), ("live_bonus", model.live_ranker)):
             terms = np.empty(model.count.nnz, dtype=np.float32)
-            terms[kept[1]] = getattr(previous, name)[kept[0]]
-            _, w = model.linear[ranker]
-            terms[fresh] = entry_history_features(model, fresh, entry_rows[fresh]) @ w[HISTORY]
-            model.__dict__[name] = terms
+            before = getattr(previous, which)
+            terms[kept[1]] = before[kept[0]]
+            terms[fresh] = features @ model.linear[ranker][1][HISTORY]
+            model.__dict__[which] = terms
+            shift[ranker] = terms[moved[1]] - before[moved[0]]
+        del features
     with timer("lists"):
-        best = np.zeros(n_users, dtype=np.float32)
-        assert previous.best_als is not None, "a model file has its lists"
-        best[:old_users] = previous.best_als
-        again = touched | _newcomers_enter(previous, model, newcomers, best, touched)
-        rows = np.flatnonzero(again)
-        ranked, best_ranked = ranked_lists(model, model.rankers, LIST_LENGTH, rows=rows, bonus=model.history_bonus)
-        best[rows] = best_ranked[rows]
-        model.best_als = best
-        keep_rows = np.flatnonzero(~again[:old_users])
-        for name, (ids, scores) in ranked.items():
-            old_ids, old_scores = previous.lists[name]
-            width = min(ids.shape[1], old_ids.shape[1])
-            ids[keep_rows, :width] = old_ids[keep_rows, :width]
-            scores[keep_rows, :width] = old_scores[keep_rows, :width]
-        model.lists = ranked
-        # Each history entry's served score: those of the viewers ranked again recomputed.
-        redo = again[entry_rows]
-        kept_again = ~again[previous.entry_rows()]
+        # Each history entry's served score: kept for the viewers whose history is the same, moved
+        # by what the history terms moved for the repeat viewers (nothing else of theirs changed),
+        # recomputed below for the viewers ranked again.
+        own: dict[str, np.ndarray | None] = {}
         for name in {RankerName.ALL, model.live_ranker}:
             stored = previous.own_scores.get(name)
             if stored is None:
-                model.own_scores[name] = entry_scores(model, name)
+                own[name] = None
                 continue
             out = np.empty(model.count.nnz, dtype=np.float32)
-            source = kept[0][kept_again[kept[0]]]
-            out[_moved(previous, model, source)] = stored[source]
-            out[redo] = entry_scores(model, name, np.flatnonzero(redo))
-            model.own_scores[name] = out
+            out[kept[1]] = stored[kept[0]]
+            out[moved[1]] = stored[moved[0]] + shift[name]
+            own[name] = out
+        best = np.zeros(n_users, dtype=np.float32)
+        best[:old_users] = previous.best_als
+        model.best_als = best
+        lists = {
+            name: (np.array(ids[:old_users]), np.array(scores[:old_users]))
+            for name, (ids, scores) in previous.lists.items()
+        }
+        redo = refit_mask.copy()
+        redo[:old_users] |= _merge_own(model, lists, np.flatnonzero(repeat), own[RankerName.ALL])
+        redo |= _newcomers_enter(model, lists, newcomers, best, redo)
+        rows = np.flatnonzero(redo)
+        watched = own[RankerName.ALL]  # the ranking writes the `all` scores of the viewers ranked again
+        ranked, best_ranked = ranked_lists(
+            model, model.rankers, LIST_LENGTH, rows=rows, bonus=model.history_bonus, watched_out=watched
+        )
+        best[rows] = best_ranked[rows]
+        keep_rows = np.flatnonzero(~redo[:old_users])
+        for listed, (ids, scores) in ranked.items():
+            width = min(ids.shape[1], lists[listed][0].shape[1])
+            ids[keep_rows, :width] = lists[listed][0][keep_rows, :width]
+            scores[keep_rows, :width] = lists[listed][1][keep_rows, :width]
+        model.lists = ranked
+        again = np.flatnonzero(redo[entry_rows])
+        for scored, served in own.items():
+            if served is None:
+                model.own_scores[scored] = entry_scores(model, scored)
+            else:
+                if scored != RankerName.ALL:
+                    served[again] = entry_scores(model, scored, again)
+                model.own_scores[scored] = served
     log.info(
-        "incremental update: %d viewers with new sessions, %d ranked again, %d new streamers, %d new in the catalog",
+        "incremental update: %d viewers with new sessions (%d with new streamers or new), %d ranked again, "
+        "%d new streamers, %d new in the catalog",
         len(changed),
+        len(refit),
         len(rows),
         len(fresh_streamers),
         len(newcomers),
     )
     return model
+
+
+def _carried(factors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`factors` for the first rows (known ids keep their rows), implicit's small random start for
+    the rows appended."""
+    out = np.empty((n, factors.shape[1]), dtype=factors.dtype)
+    out[: len(factors)] = factors
+    out[len(factors) :] = rng.random((n - len(factors), factors.shape[1]), dtype=np.float32) * 0.01
+    return out
+
+
+def _repeat_entries(previous: Recommender, model: Recommender, repeat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(previous entries, the same entries in `model`) of the viewers with repeat sessions only
+    (their pairs are the same)."""
+    entries = np.flatnonzero(repeat[: previous.n_users][previous.entry_rows()])
+    return entries, _moved(previous, model, entries)
+
+
+def _merge_own(model: Recommender, lists: dict, rows: np.ndarray, own: np.ndarray | None) -> np.ndarray:
+    """For viewers with repeat sessions only: their default list merged in `lists` from its
+    never-watched part (unchanged: their factors, best and the candidates are) and their own
+    streamers rescored (`own`: every entry's served score, when known). Per viewer: True where
+    that is not exact (the stored never-watched part is shorter than the new list needs), and
+    the viewer must be ranked again."""
+    ids_all, scores_all = lists[RankerName.ALL.value]
+    width = ids_all.shape[1]
+    assert model.best_als is not None, "the previous best scores are in place"
+    redo = np.zeros(ids_all.shape[0], dtype=bool)
+    c, w = model.linear[RankerName.ALL]
+    shift = model.rankers[RankerName.ALL].watched_shift
+    watched_w = w if shift is None else w + shift
+    indptr = model.count.indptr
+    n = model.n_streamers
+    best = model.best_als
+
+    def merge(chunk: np.ndarray) -> None:
+        ids, scores = ids_all[chunk].astype(np.int64), scores_all[chunk].copy()
+        # the stored list's own streamers out: what is left is its never-watched part
+        keys = chunk[:, None].astype(np.int64) * n + np.maximum(ids, 0)
+        pos = np.minimum(np.searchsorted(model.history_keys, keys), len(model.history_keys) - 1)
+        listed_own = (model.history_keys[pos] == keys) & (ids >= 0)
+        scores[listed_own], ids[listed_own] = -np.inf, -1
+        never = np.count_nonzero(ids >= 0, axis=1)
+        full = ids_all[chunk, -1] >= 0  # a list not full held every candidate there was
+        counts = (indptr[chunk + 1] - indptr[chunk]).astype(np.int64)
+        local = np.repeat(np.arange(len(chunk)), counts)
+        entries = np.repeat(indptr[chunk].astype(np.int64) - np.cumsum(counts) + counts, counts) + np.arange(
+            int(counts.sum())
+        )
+        if not len(local):
+            return
+        users, items = chunk[local], model.count.indices[entries].astype(np.int64)
+        if own is not None:
+            mine = own[entries]
+        else:
+            rest = pair_features(model, users, items, best[users], history=False) @ watched_w
+            mine = (c + rest + model.history_bonus[entries]).astype(np.float32)
+        # own streamers enter as row + n, so that what the merge kept of each is known after it
+        merged_ids, merged_scores = merge_extra(ids, scores, local, items + n, mine, width)
+        taken = np.isfinite(merged_scores) & (merged_ids >= 0)
+        used = np.count_nonzero(taken & (merged_ids < n), axis=1)
+        inexact = full & (used > never)
+        redo[chunk[inexact]] = True
+        ok = ~inexact
+        k = merged_ids.shape[1]
+        merged_ids = np.where(merged_ids >= n, merged_ids - n, merged_ids)
+        ids_all[chunk[ok], :k] = np.where(taken[ok], merged_ids[ok], -1)
+        scores_all[chunk[ok], :k] = merged_scores[ok]
+
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(merge, (rows[lo : lo + 4096] for lo in range(0, len(rows), 4096))))
+    return redo
 
 
 def _moved(previous: Recommender, model: Recommender, entries: np.ndarray) -> np.ndarray:
@@ -280,24 +418,25 @@ def _entry_map(
 
 
 def _newcomers_enter(
-    previous: Recommender, model: Recommender, newcomers: np.ndarray, best: np.ndarray, touched: np.ndarray
+    model: Recommender, lists: dict, newcomers: np.ndarray, best: np.ndarray, redo: np.ndarray
 ) -> np.ndarray:
-    """Per viewer: whether a streamer new to the catalog changes their lists (it would enter one,
-    it is a better ALS match than their best, or they watched it). Viewers already `touched` are
-    ranked again anyway."""
+    """Per viewer: whether a streamer new to the catalog changes their lists (it would enter one
+    of `lists`, it is a better ALS match than their best, or they watched it). Viewers already in
+    `redo` are ranked again anyway."""
     out = np.zeros(model.n_users, dtype=bool)
     if not len(newcomers):
         return out
     watched = np.isin(model.count.indices, newcomers)
     out[model.entry_rows()[watched]] = True
-    rest = np.flatnonzero(~touched[: previous.n_users] & ~out[: previous.n_users])
+    n_old = next(iter(lists.values()))[0].shape[0]
+    rest = np.flatnonzero(~redo[:n_old] & ~out[:n_old])
     factors = np.ascontiguousarray(model.als.item_factors[newcomers])
     pop = model.pop_feature[newcomers]
     for lo in range(0, len(rest), 1 << 14):
         chunk = rest[lo : lo + (1 << 14)]
         als = model.als.user_factors[chunk] @ factors.T
         hit = als.max(axis=1) > best[chunk]
-        for name, (_, scores) in previous.lists.items():
+        for name, (_, scores) in lists.items():
             c, w = model.linear[name]
             score = als * float(w[ALS] - w[GAP]) + (c + w[GAP] * best[chunk])[:, None] + (w[POP] * pop)[None, :]
             hit |= (score > scores[chunk, -1][:, None]).any(axis=1)
