@@ -4,8 +4,9 @@ A malformed item (not an object, a field missing, a field of the wrong type, a t
 allowed) makes the whole batch a `BatchInvalid` naming the item's index and field; nothing of it
 is kept. Items the sessions file's reader would drop (a blank id, an unparseable time, an end
 before the start, the same session twice) are dropped and counted by the same rules
-(`sessions.clean_rows`). Times are in the model's format: whole numbers for a log in integer
-steps, ISO-8601 text for a log in timestamps (kept as epoch seconds, as the file reader keeps them).
+(`sessions.clean_rows`'s, in plain Python: tests/events/test_batch.py checks both agree). Times
+are in the model's format: whole numbers for a log in integer steps, ISO-8601 text for a log in
+timestamps (kept as epoch seconds, as the file reader keeps them).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from streamrec.data.sessions import COLUMNS, END, INTEGER, SESSION, START, STREAMER, UID, clean_rows
+from streamrec.data.sessions import COLUMNS, END, INTEGER, MAX_TIME, SESSION, START, STREAMER, UID
 
 MAX_ERRORS = 10  # errors named in one 422; the rest are counted
 MAX_ID_LENGTH = 1024  # characters of a uid, session id or streamer name
@@ -156,42 +157,52 @@ def parse_batch(body: bytes, time_format: str, latest: int, max_sessions: int) -
 
 
 def _clean(columns: dict[str, list], iso: bool, latest: int, received: int) -> Batch:
+    """The usable sessions by the sessions file's drop rules (`sessions.clean_rows`, whose pandas
+    machinery costs 20 ms on a batch of 500: here the same rules in plain Python, tested equal on
+    generated batches), in their order: blank uid, blank streamer_name, missing or unparseable time,
+    time_end before time_start, duplicate session (the first kept)."""
     if iso:
         times = {}
         for name in (START, END):
             parsed = pd.to_datetime(pd.Series(columns[name], dtype=object), format="ISO8601", errors="coerce", utc=True)
-            seconds = ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "s")).fillna(2**62)
-            times[name] = seconds.to_numpy(dtype=np.int64)  # unparseable: past MAX_TIME, dropped as such
+            seconds = ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "s")).astype("float64")
+            times[name] = [None if v != v else int(v) for v in seconds.tolist()]  # NaN: did not parse
     else:
-        times = {}
-        for name in (START, END):
-            values = columns[name]
-            # Beyond int64: past MAX_TIME, dropped as an unparseable time (as the file reader does).
-            times[name] = np.array([v if -(2**62) < v < 2**62 else 2**62 for v in values], dtype=np.int64)
-    too_late = np.flatnonzero((times[END] > latest) & (times[END] < 2**62))
-    if len(too_late):
-        i = int(too_late[0])
-        raise BatchInvalid(
-            [
-                _error(
-                    ("sessions", i, END),
-                    "less_than_equal",
-                    f"expected a time no later than {latest} (now, or the newest time known, plus EVENTS_SKEW); "
-                    f"found {int(times[END][i])}",
-                    columns[END][i],
-                )
-            ],
-            more=len(too_late) - 1,
-        )
-    frame = pd.DataFrame(
-        {UID: pd.Series(columns[UID], dtype=object), STREAMER: pd.Series(columns[STREAMER], dtype=object), **times}
-    )
-    clean, _, dropped = clean_rows(frame, "POST /events", empty_ok=True)
-    return Batch(
-        uid=clean[UID].astype(str).tolist(),
-        streamer=clean[STREAMER].astype(str).tolist(),
-        start=clean[START].to_numpy(np.int64),
-        end=clean[END].to_numpy(np.int64),
-        received=received,
-        dropped=dropped,
-    )
+        times = {name: columns[name] for name in (START, END)}
+    for i, end in enumerate(times[END]):
+        if end is not None and abs(end) <= MAX_TIME and end > latest:
+            raise BatchInvalid(
+                [
+                    _error(
+                        ("sessions", i, END),
+                        "less_than_equal",
+                        f"expected a time no later than {latest} (now, or the newest time known, plus "
+                        f"EVENTS_SKEW); found {end}",
+                        columns[END][i],
+                    )
+                ]
+            )
+    dropped: dict[str, int] = {}
+    seen: set[tuple[str, str, int, int]] = set()
+    uids, streamers, starts, ends = [], [], [], []
+    for uid, streamer, start, end in zip(columns[UID], columns[STREAMER], times[START], times[END], strict=True):
+        uid, streamer = uid.strip(), streamer.strip()
+        if not uid:
+            reason = "blank uid"
+        elif not streamer:
+            reason = "blank streamer_name"
+        elif start is None or end is None or abs(start) > MAX_TIME or abs(end) > MAX_TIME:
+            reason = "missing or unparseable time"
+        elif end < start:
+            reason = "time_end before time_start"
+        elif (uid, streamer, start, end) in seen:
+            reason = "duplicate session"
+        else:
+            seen.add((uid, streamer, start, end))
+            uids.append(uid)
+            streamers.append(streamer)
+            starts.append(start)
+            ends.append(end)
+            continue
+        dropped[reason] = dropped.get(reason, 0) + 1
+    return Batch(uids, streamers, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), received, dropped)

@@ -14,7 +14,7 @@ import time
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streamrec.events.log import Chunk, parse_stream_id
 
@@ -40,6 +40,14 @@ def position_key(position: int | str | None) -> int:
 class Viewer:
     sessions: array  # FIELDS int64 per session
     arrived: float  # time.monotonic() of the last session read
+    cache: dict = field(default_factory=dict)  # what was ranked from them (serving); emptied when they change
+
+
+class Recent(list):
+    """A viewer's held sessions, (streamer_name, start, end) each, with the cache of what was
+    ranked from them (`cache`: emptied whenever they change)."""
+
+    cache: dict
 
 
 class Held:
@@ -48,6 +56,7 @@ class Held:
         self.viewers: OrderedDict[str, Viewer] = OrderedDict()
         self.names: list[str] = []
         self.codes: dict[str, int] = {}
+        self.unknown: set[str] = set()  # names the served model does not know (cleared on a new model)
         self.through = -1  # position_key of what the served model has taken in
         self.newest_time: int | None = None  # latest time_end read
         self.position: int | str | None = None  # of the last record read
@@ -77,8 +86,10 @@ class Held:
         forget = iter(chunk.forget)
         pending_forget = next(forget, None)
         counted: dict[int, int] = {}
+        last_position, key = None, -1
         for position, (uid, streamer, start, end) in chunk.sessions:
-            key = position_key(position)
+            if position != last_position:  # a record's sessions share its position
+                last_position, key = position, position_key(position)
             while pending_forget is not None and position_key(pending_forget[0]) < key:
                 self.forget(pending_forget[1])
                 pending_forget = next(forget, None)
@@ -87,7 +98,7 @@ class Held:
             counted[key] = counted.get(key, 0) + 1
             if self.newest_time is None or end > self.newest_time:
                 self.newest_time = end
-            if known is not None and not known(streamer):
+            if known is not None and streamer not in self.codes and not self._known(streamer, known):
                 continue
             added += self.add(uid, streamer, start, end, key, now)
         while pending_forget is not None:
@@ -119,6 +130,7 @@ class Held:
             viewer.arrived = now
             self.viewers.move_to_end(uid)
         viewer.sessions.extend((code, start, end, key))
+        viewer.cache.clear()
         if len(viewer.sessions) > FIELDS * self.per_viewer:
             self._keep_latest(viewer)
         return 1
@@ -128,6 +140,18 @@ class Held:
         rows = sorted((s[i + 1], i) for i in range(0, len(s), FIELDS))[-self.per_viewer :]
         viewer.sessions = array("q", [v for _, i in sorted(rows, key=lambda r: r[1]) for v in s[i : i + FIELDS]])
 
+    def _known(self, name: str, known: Callable[[str], bool]) -> bool:
+        """`known(name)`, remembered for the names it refused (a bounded set: the model's names
+        are remembered in the name table)."""
+        if name in self.unknown:
+            return False
+        if known(name):
+            return True
+        if len(self.unknown) >= 100_000:
+            self.unknown.clear()
+        self.unknown.add(name)
+        return False
+
     def forget(self, uid: str) -> None:
         self.viewers.pop(uid, None)
 
@@ -135,10 +159,11 @@ class Held:
         """The served model has taken in the log up to `through`: hold only what came after it
         (dropped per viewer when next read, and by `expire`)."""
         self.through = position_key(through)
+        self.unknown.clear()  # a new model may know them
         while self._records and self._records[0][0] <= self.through:
             self.pending -= self._records.popleft()[1]
 
-    def sessions(self, uid: str, now: float | None = None) -> list[tuple[str, int, int]] | None:
+    def sessions(self, uid: str, now: float | None = None) -> Recent | None:
         """(streamer_name, start, end) of the viewer's sessions the served model has not taken
         in, or None (none held: the viewer is served as the model alone serves them)."""
         viewer = self.viewers.get(uid)
@@ -149,10 +174,13 @@ class Held:
             del self.viewers[uid]
             return None
         s = viewer.sessions
-        out = [(self.names[s[i]], s[i + 1], s[i + 2]) for i in range(0, len(s), FIELDS) if s[i + 3] > self.through]
+        out = Recent(
+            (self.names[s[i]], s[i + 1], s[i + 2]) for i in range(0, len(s), FIELDS) if s[i + 3] > self.through
+        )
         if not out:
             del self.viewers[uid]
             return None
+        out.cache = viewer.cache
         return out
 
     def expire(self, now: float | None = None) -> int:

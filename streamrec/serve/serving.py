@@ -38,7 +38,7 @@ from streamrec.events.held import Held
 from streamrec.events.log import Chunk, EventLogError, FileLog, events_through
 from streamrec.model.model_file import ModelError, load_model, warm
 from streamrec.model.popular import most_popular, top_up
-from streamrec.model.recommender import Recommender
+from streamrec.model.recommender import LIST_LENGTH, Recommender
 from streamrec.model.scoring import PERSONAL, POPULAR, RECENT, fold_sessions, rank, rank_recent
 from streamrec.serve.filters import FilterCache, Passing, filter_key, gather
 from streamrec.serve.live import (
@@ -192,9 +192,10 @@ class ServedModel:
         only = self.filtered(categories or [], languages or [], live_only) if categories or languages else None
         row = model.users.get(user_id)
         result, seen, folded = None, None, None
+        cache = getattr(held, "cache", None)
         if held:
             if row is not None:
-                folded = fold_sessions(model, row, held, newest)
+                folded = self._memo(cache, "fold", newest, lambda: fold_sessions(model, row, held, newest))
             else:
                 recent = [name for name, _, _ in held] + (recent or [])
         if row is not None:
@@ -219,6 +220,15 @@ class ServedModel:
                 result = rank(
                     model, row, k, exclude_watched, among=live.candidates, live=True, lists=live.lists, folded=folded
                 )
+            elif folded is not None and k <= LIST_LENGTH:
+                # as a stored list: ranked once to its length, kept until the sessions change
+                rows, scores = self._memo(
+                    cache,
+                    ("list", exclude_watched),
+                    newest,
+                    lambda: rank(model, row, LIST_LENGTH, exclude_watched, folded=folded),
+                )
+                result = rows[:k], scores[:k]
             else:
                 result = rank(model, row, k, exclude_watched, folded=folded)
         elif recent:
@@ -235,6 +245,20 @@ class ServedModel:
             skip = rows if seen is None else np.concatenate([rows, seen[seen >= 0]])
             result = top_up(rows, scores, k, only.popular(k + len(skip)), model.popularity, skip)
         return source, *result
+
+    def _memo(self, cache: dict | None, key, newest: int, compute):
+        """What `compute` gives, kept in a held viewer's `cache` for this model while the newest
+        time known moves by at most a thousandth of the log's span (the history features are
+        taken at it; a thousandth moves a recency by 2%); the cache is emptied when the viewer's
+        sessions change."""
+        if cache is None:
+            return compute()
+        hit = cache.get(key)
+        if hit is not None and hit[0] is self.model and abs(newest - hit[1]) * 1000 <= self.model.time_span:
+            return hit[2]
+        value = compute()
+        cache[key] = (self.model, newest, value)
+        return value
 
     def _popular(self, k: int, live: LiveSet | None, only: Passing | None) -> tuple[np.ndarray, np.ndarray]:
         """The popular list (of the `live` streamers if given: by viewers now when those were

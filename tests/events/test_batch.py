@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streamrec.data.sessions import INTEGER, ISO, read_sessions
+from streamrec.data.sessions import INTEGER, ISO, clean_rows, read_sessions
 from streamrec.events.batch import BatchInvalid, parse_batch
 
 
@@ -119,3 +121,36 @@ def test_iso_model_refuses_integer_times_and_a_time_in_the_future():
 def test_an_empty_batch_is_fine():
     batch = parse_batch(body(), INTEGER, 100, 10)
     assert len(batch) == 0 and batch.received == 0
+
+
+ROW = st.tuples(
+    st.sampled_from(["1", " 1", "2 ", "", "  ", "x"]),
+    st.sampled_from(["a", " a", "b", "", " "]),
+    st.integers(-3, 6) | st.sampled_from([2**53 + 1, -(2**60)]),
+    st.integers(-3, 6) | st.sampled_from([2**53 + 1]),
+)
+
+
+@given(rows=st.lists(ROW, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_a_batch_drops_what_the_file_reader_drops_for_the_same_reasons(rows):
+    batch = parse_batch(body(*[item(u, s, a, b) for u, s, a, b in rows]), INTEGER, 10**18, 100)
+    frame = pd.DataFrame(
+        {
+            "uid": pd.Series([r[0] for r in rows], dtype=object),
+            "streamer_name": pd.Series([r[1] for r in rows], dtype=object),
+            "time_start": np.array([r[2] for r in rows], dtype=np.int64),
+            "time_end": np.array([r[3] for r in rows], dtype=np.int64),
+        }
+    )
+    clean, _, dropped = clean_rows(frame, "test", empty_ok=True)
+    assert batch.dropped == dropped
+    assert batch.rows() == list(
+        zip(
+            clean["uid"].astype(str),
+            clean["streamer_name"].astype(str),
+            clean["time_start"].tolist(),
+            clean["time_end"].tolist(),
+            strict=True,
+        )
+    )
