@@ -44,7 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         path, _ = demo_data.resolve(args.data, settings.demo_data_path)
         sessions = read_sessions(path)
         out = args.out or report_path(args.model, args.protocol)
-        run(sessions, params, args.test_fraction, out, args.protocol, args.plot, replay_targets=args.replay_targets)
+        run(
+            sessions,
+            params,
+            args.test_fraction,
+            out,
+            args.protocol,
+            args.plot,
+            replay_targets=args.replay_targets,
+            replay_strangers=args.replay_strangers,
+        )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -122,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.evaluate:
             out = evaluation.report_path(args.model, args.protocol)
             evaluation.run(
-                sessions, params, args.test_fraction, out, args.protocol, args.plot, replay_targets=args.replay_targets
+                sessions,
+                params,
+                args.test_fraction,
+                out,
+                args.protocol,
+                args.plot,
+                replay_targets=args.replay_targets,
+                replay_strangers=args.replay_strangers,
             )
         # The source's checksum for the metadata, hashed while training runs (hashlib lets go of
         # the GIL): at a million viewers it is a 1.2 GB file.
@@ -169,6 +176,7 @@ def _train_on_spark(args, params, settings, timer: Timer) -> int:
                 args.plot,
                 fit=fit,
                 replay_targets=args.replay_targets,
+                replay_strangers=args.replay_strangers,
             )
             del sessions
         model, spark_read = spark_engine.train_file(path, params, args.spark_master, timer)

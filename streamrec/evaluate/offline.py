@@ -254,6 +254,7 @@ def run(
     plot: Path | None = None,
     fit: Callable[[Sessions, TrainParams], Recommender] = train,
     replay_targets: int = 50_000,
+    replay_strangers: float = 0.05,
 ) -> dict:
     """Train on the time before the split (by `fit`: the default engine's `training.train`, or
     another engine's), evaluate after it, print and save the report."""
@@ -261,11 +262,20 @@ def run(
 
     t0 = time.perf_counter()
     train_part, test, cut = time_split(sessions, test_fraction)
+    strangers = 0
+    if protocol == "replay" and replay_strangers > 0:
+        # viewers the model does not know: a share of the test period's, their earlier sessions dropped
+        active = pd.unique(test[UID].astype(str))
+        picked = np.random.default_rng(0).choice(active, int(len(active) * replay_strangers), replace=False)
+        frame = train_part.frame
+        train_part = replace(train_part, frame=frame[~frame[UID].astype(str).isin(set(picked))].reset_index(drop=True))
+        strangers = len(picked)
     model = fit(train_part, params)
     if protocol == "live":
         report = evaluate_live(model, sessions.frame, test)
     elif protocol == "replay":
         report = evaluate_replay(model, test, replay_targets)
+        report["strangers"] = strangers
     else:
         report = evaluate_model(model, test)
     report["split"] = {
@@ -443,6 +453,13 @@ def add_evaluation_args(parser) -> None:
         "--replay-targets", type=int, default=50_000, help="replay: test sessions predicted (all are streamed)"
     )
     parser.add_argument(
+        "--replay-strangers",
+        type=float,
+        default=0.05,
+        help="replay: share of the test period's viewers whose earlier sessions are left out of training, so "
+        "that the model does not know them (their targets from the second session on are 'unknown viewer')",
+    )
+    parser.add_argument(
         "--plot", type=Path, default=None, help="also draw NDCG@10 per method and target, with intervals (PNG)"
     )
 
@@ -450,6 +467,8 @@ def add_evaluation_args(parser) -> None:
 def check_evaluation_args(args) -> None:
     if args.replay_targets < 1:
         raise ValueError(f"--replay-targets must be at least 1; got {args.replay_targets}")
+    if not 0 <= args.replay_strangers < 1:
+        raise ValueError(f"--replay-strangers must be in [0, 1); got {args.replay_strangers}")
     if not 0 < args.test_fraction < 1:
         raise ValueError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
     if args.plot is not None and args.plot.suffix.lower() != ".png":

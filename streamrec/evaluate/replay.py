@@ -10,7 +10,8 @@ with one relevant streamer: its default list (k = 10) is scored by NDCG@10 and H
 split by what was known just before them: `repeat` (the viewer had watched the streamer: before
 the model's cutoff, or after it), `new` (never), `after cutoff` (watched before, but only after
 the cutoff: only the events can know it), and `unknown viewer` (a viewer the model does not know,
-from their second session on: the frozen model can only give them the popular list).
+from their second session on: the frozen model can only give them the popular list). So that there
+are such viewers, `--replay-strangers` (5%) of the test period's viewers are left out of training.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def format_replay_report(report: dict) -> str:
     s = report["split"]
     lines = [
         f"replay protocol, split at {s['cut']}: {report['streamed_sessions']:,} test sessions streamed in time "
-        f"order as events; {report['users']['all']:,} of them predicted with what was known just before each",
+        f"order as events; {report['users']['all']:,} of them predicted with what was known just before each; "
+        f"{report.get('strangers', 0):,} of the period's viewers left out of training (unknown viewers)",
         f"{'targets':<16}{'n':>8}" + "".join(f"{m + ' ' + x:>24}" for m in REPLAY_METHODS for x in REPLAY_METRICS),
     ]
     for kind in REPLAY_TARGETS:

@@ -279,6 +279,41 @@ def _rank_folded(
     return rows[top], scores[top]
 
 
+def rank_folded_list(
+    model: Recommender, row: int, folded: Folded, k: int, exclude_watched: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The default (or, with exclude_watched, discovery) list of the viewer the model knows as
+    `row` with `folded` sessions, from their stored list: their factors and best score are the
+    model's, so the never-watched part of the stored list keeps its order and scores; only their
+    own streamers are rescored (the default list) or left out (discovery). None when the stored
+    list is too short for that to be exact (rank on request then)."""
+    ids, scores = model.lists[_NEW if exclude_watched else _ALL]
+    ids, scores = ids[row], scores[row]
+    full = ids[-1] >= 0  # a list not full held every candidate there was
+    listed = ids >= 0
+    pos = np.searchsorted(folded.rows, ids)
+    own = listed & (pos < len(folded.rows))
+    own[own] = folded.rows[pos[own]] == ids[own]
+    never = listed & ~own
+    if exclude_watched:
+        if full and np.count_nonzero(never) < k:
+            return None
+        keep = np.flatnonzero(never)[:k]
+        return ids[keep].astype(np.int64), scores[keep]
+    best = float(model.best_als[row]) if model.best_als is not None else 0.0
+    vector = model.als.user_factors[row]
+    mine = own_scores(model, _ALL, vector, best, folded.rows, folded.bonus[_ALL])
+    cand = np.concatenate([ids[never].astype(np.int64), folded.rows])
+    cand_scores = np.concatenate([scores[never], mine])
+    top = top_n(cand_scores, min(k, len(cand)))
+    # A never-watched streamer left off the stored list scores at most its last score (and was
+    # ranked after it): exact when the k-th streamer here scores that or more, or when the list
+    # held every candidate.
+    if full and (len(top) < k or not cand_scores[top[-1]] >= scores[-1]):
+        return None
+    return cand[top], cand_scores[top]
+
+
 def rank_recent(
     model: Recommender,
     names: list[str],

@@ -39,7 +39,7 @@ from streamrec.events.log import Chunk, EventLogError, FileLog, events_through
 from streamrec.model.model_file import ModelError, load_model, warm
 from streamrec.model.popular import most_popular, top_up
 from streamrec.model.recommender import LIST_LENGTH, Recommender
-from streamrec.model.scoring import PERSONAL, POPULAR, RECENT, fold_sessions, rank, rank_recent
+from streamrec.model.scoring import PERSONAL, POPULAR, RECENT, fold_sessions, rank, rank_folded_list, rank_recent
 from streamrec.serve.filters import FilterCache, Passing, filter_key, gather
 from streamrec.serve.live import (
     LIVE_LISTS_MAX_PAIRS,
@@ -226,7 +226,10 @@ class ServedModel:
                     cache,
                     ("list", exclude_watched),
                     newest,
-                    lambda: rank(model, row, LIST_LENGTH, exclude_watched, folded=folded),
+                    lambda: (
+                        rank_folded_list(model, row, folded, LIST_LENGTH, exclude_watched)
+                        or rank(model, row, LIST_LENGTH, exclude_watched, folded=folded)
+                    ),
                 )
                 result = rows[:k], scores[:k]
             else:

@@ -71,3 +71,35 @@ def test_a_newly_watched_streamer_ranks_as_watched_and_leaves_discovery(model):
     discovery, _ = rank(model, row, k=model.n_streamers, exclude_watched=True, folded=folded)
     assert other_row not in discovery
     assert other_row in rank(model, row, k=model.n_streamers, exclude_watched=True)[0]
+
+
+@pytest.mark.parametrize("which", ["block", "demo"])
+def test_a_folded_list_from_the_stored_one_is_the_one_ranked_on_request(which, model, demo_size_model):
+    """Viewers with some sessions folded in: the list merged from the stored one (when it can be
+    exact) is the list ranked on request over the whole catalog. The block model's lists hold
+    every candidate; the demo model's are full (30 of 2,000 and more)."""
+    from streamrec.model.scoring import rank_folded_list
+
+    model = model if which == "block" else load_model(demo_size_model)
+    rng = np.random.default_rng(0)
+    t = model.time_max
+    merged = tried = 0
+    for row in rng.choice(model.n_users, size=min(model.n_users, 300), replace=False).tolist():
+        popular = model.popular_ranking[: 50 if which == "demo" else model.n_streamers]
+        streamers = rng.choice(popular, size=rng.integers(1, 4))
+        own = model.history(row)[0]
+        if which == "demo" and len(own):
+            streamers = np.append(streamers, rng.choice(own))  # repeat sessions too
+        sessions = [(model.streamers.name(int(s)), t + i, t + i + 2) for i, s in enumerate(streamers)]
+        folded = fold_sessions(model, row, sessions, newest=t + 5)
+        for exclude in (False, True):
+            for k in (1, 5, 12, 30):
+                tried += 1
+                fast = rank_folded_list(model, row, folded, k, exclude)
+                if fast is None:
+                    continue
+                merged += 1
+                slow = rank(model, row, k, exclude, folded=folded)
+                np.testing.assert_array_equal(fast[0], slow[0])
+                np.testing.assert_allclose(fast[1], slow[1], rtol=1e-5, atol=1e-6)
+    assert merged > tried // 2  # the merge answered most of them
