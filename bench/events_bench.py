@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-users", type=int, default=20_000, help="viewers requested under wrk (all with events)")
     parser.add_argument("--seconds", type=float, default=15, help="wrk duration per run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating wrk rounds of each server")
+    parser.add_argument("--store-only", action="store_true", help="only the ingest into the store (4.)")
     args = parser.parse_args(argv)
     require_wrk()
     from bench.train_bench import paths
@@ -142,56 +143,66 @@ def main(argv: list[str] | None = None) -> int:
     primer = batches(model_path, args.wrk_users, args.wrk_users, seed=1)
 
     with tempfile.TemporaryDirectory() as folder:
-        env = clean_env(INGEST_TOKEN=TOKEN, EVENTS_PATH=f"{folder}/events", LOG_LEVEL="WARNING")
-        plain_env = clean_env(LOG_LEVEL="WARNING")
-        proc, base = start_server(["platform.py", "--model", str(model_path)], env=env)
-        try:
-            time.sleep(2)
-            results["memory_before"] = worker_memory(proc)
-            results["file_ingest"] = ingest(base, bodies, args.clients)
-            print("file log ingest:", results["file_ingest"])
-            ingest(base, primer, args.clients)
-            time.sleep(2)  # the metrics are flushed once a second
-            text = httpx.get(f"{base}/metrics").text
-            results["pending_sessions"] = metric_value(text, "streamrec_events_pending_sessions")
-            results["memory_after"] = worker_memory(proc)
-            grown = results["memory_after"]["private_mb"] - results["memory_before"]["private_mb"]
-            results["held_mb"] = round(grown, 1)
-            print(f"held {results['pending_sessions']:.0f} sessions: private memory +{grown:.1f} MB", flush=True)
-            plain, plain_base = start_server(["platform.py", "--model", str(model_path)], env=plain_env)
-            try:
-                runs: dict[str, list] = {"with_events": [], "without": []}
-                for _ in range(args.rounds):
-                    for side, url in (("with_events", base), ("without", plain_base)):
-                        runs[side].append(wrk(url, args.seconds, users=args.wrk_users))
-                        print(side, runs[side][-1], flush=True)
-                results["wrk"] = {
-                    side: {
-                        "rps": statistics.median(r["rps"] for r in rs),
-                        "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-                        "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                        "errors": sum(r["errors"] for r in rs),
-                    }
-                    for side, rs in runs.items()
-                }
-            finally:
-                stop_server(plain)
-        finally:
-            stop_server(proc)
-
-        store = RedisServer(Path(folder) / "redis", durable=True).start()
-        try:
-            env = clean_env(INGEST_TOKEN=TOKEN, REDIS_URL=store.url, LOG_LEVEL="WARNING")
-            proc, base = start_server(["platform.py", "--model", str(model_path)], env=env)
-            try:
-                results["store_ingest"] = ingest(base, bodies[: args.store_sessions // BATCH], args.clients)
-                print("store ingest:", results["store_ingest"])
-            finally:
-                stop_server(proc)
-        finally:
-            store.stop()
+        if not args.store_only:
+            file_phases(args, model_path, bodies, primer, folder, results)
+        store_phase(args, model_path, bodies, folder, results)
     print(json.dumps(results))
     return 0
+
+
+def file_phases(args, model_path: Path, bodies: list[bytes], primer: list[bytes], folder: str, results: dict) -> None:
+    """1-3: ingest into the file log, memory, requests with events against without."""
+    env = clean_env(INGEST_TOKEN=TOKEN, EVENTS_PATH=f"{folder}/events", LOG_LEVEL="WARNING")
+    plain_env = clean_env(LOG_LEVEL="WARNING")
+    proc, base = start_server(["platform.py", "--model", str(model_path)], env=env)
+    try:
+        time.sleep(2)
+        results["memory_before"] = worker_memory(proc)
+        results["file_ingest"] = ingest(base, bodies, args.clients)
+        print("file log ingest:", results["file_ingest"])
+        ingest(base, primer, args.clients)
+        time.sleep(2)  # the metrics are flushed once a second
+        text = httpx.get(f"{base}/metrics").text
+        results["pending_sessions"] = metric_value(text, "streamrec_events_pending_sessions")
+        results["memory_after"] = worker_memory(proc)
+        grown = results["memory_after"]["private_mb"] - results["memory_before"]["private_mb"]
+        results["held_mb"] = round(grown, 1)
+        print(f"held {results['pending_sessions']:.0f} sessions: private memory +{grown:.1f} MB", flush=True)
+        plain, plain_base = start_server(["platform.py", "--model", str(model_path)], env=plain_env)
+        try:
+            runs: dict[str, list] = {"with_events": [], "without": []}
+            for _ in range(args.rounds):
+                for side, url in (("with_events", base), ("without", plain_base)):
+                    runs[side].append(wrk(url, args.seconds, users=args.wrk_users))
+                    print(side, runs[side][-1], flush=True)
+            results["wrk"] = {
+                side: {
+                    "rps": statistics.median(r["rps"] for r in rs),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                    "errors": sum(r["errors"] for r in rs),
+                }
+                for side, rs in runs.items()
+            }
+        finally:
+            stop_server(plain)
+    finally:
+        stop_server(proc)
+
+
+def store_phase(args, model_path: Path, bodies: list[bytes], folder: str, results: dict) -> None:
+    """4: ingest into the store's stream."""
+    store = RedisServer(Path(folder) / "redis", durable=True).start()
+    try:
+        env = clean_env(INGEST_TOKEN=TOKEN, REDIS_URL=store.url, LOG_LEVEL="WARNING")
+        proc, base = start_server(["platform.py", "--model", str(model_path)], env=env)
+        try:
+            results["store_ingest"] = ingest(base, bodies[: args.store_sessions // BATCH], args.clients)
+            print("store ingest:", results["store_ingest"])
+        finally:
+            stop_server(proc)
+    finally:
+        store.stop()
 
 
 if __name__ == "__main__":

@@ -421,6 +421,7 @@ class Serving:
         self.event_log: FileLog | None = None
         self.held = Held(settings.events_per_viewer, settings.events_max_viewers, settings.events_hold_hours * 3600)
         self.held_lock = threading.Lock()
+        self._stream_size: tuple[float, int] | None = None  # (when asked, bytes) of the store's stream
 
     @classmethod
     def start(cls, settings: Settings, metrics: Metrics, recommender: Recommender | None = None) -> Serving:
@@ -785,8 +786,11 @@ class Serving:
         cap = settings.events_max_mb << 20
         try:
             if self.store is not None:
-                size = await self._store_call(self.store.events_bytes())
-                self._check_cap(size, cap)
+                # the stream's size, asked at most once a second (the cap needs no more precision)
+                now = time.monotonic()
+                if self._stream_size is None or now - self._stream_size[0] > 1.0:
+                    self._stream_size = (now, await self._store_call(self.store.events_bytes()))
+                self._check_cap(self._stream_size[1], cap)
                 position: int | str = await self._store_call(self.store.append_sessions(rows))
             else:
                 assert self.event_log is not None, "the file log is set up when ingest is on"

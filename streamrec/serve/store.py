@@ -55,6 +55,17 @@ return version
 """
 
 
+# KEYS[1] the sessions stream; ARGV: uid, streamer, start, end of each session in turn. One entry per
+# session, all in one script (one command and one answer for a batch). Returns the last entry's id.
+APPEND_SESSIONS = """
+local last = false
+for i = 1, #ARGV, 4 do
+  last = redis.call('XADD', KEYS[1], '*', 'u', ARGV[i], 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'b', ARGV[i + 3])
+end
+return last
+"""
+
+
 class StoreUnavailable(Exception):
     """The store did not answer; the message is one line without the URL's password."""
 
@@ -115,6 +126,7 @@ class Store:
         self.channel = f"{prefix}events"
         self.live_key, self.model_key, self.fleet_key = f"{prefix}live", f"{prefix}model", f"{prefix}fleet"
         self._publish = self.client.register_script(PUBLISH_LIVE)
+        self._append = self.client.register_script(APPEND_SESSIONS)
         self.sessions_key = f"{prefix}sessions"
         self._waitaof: bool | None = None  # None: not tried yet
         self._fsync_checked: tuple[float, bool] | None = None
@@ -231,17 +243,14 @@ class Store:
     # --- the event log ----------------------------------------------------------------------------
 
     async def append_sessions(self, sessions: list[tuple[str, str, int, int]]) -> str:
-        """Add sessions (uid, streamer, start, end) to the stream, all or none, and wait until the
-        store has them on disk: the last entry's id. Raises StoreUnavailable, NotDurable."""
+        """Add sessions (uid, streamer, start, end) to the stream in one script, and wait until
+        the store has them on disk: the last entry's id. Raises StoreUnavailable, NotDurable."""
+        args = [value for session in sessions for value in session]
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                for uid, streamer, start, end in sessions:
-                    pipe.xadd(self.sessions_key, {"u": uid, "n": streamer, "a": start, "b": end})
-                ids = await pipe.execute()
+            last = await self._append(keys=[self.sessions_key], args=args)
             await self._durable()
         except (RedisError, OSError) as exc:
             raise self.unavailable(exc) from None
-        last = ids[-1]
         return last.decode() if isinstance(last, bytes) else str(last)
 
     async def _durable(self) -> None:
