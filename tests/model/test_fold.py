@@ -84,7 +84,7 @@ def test_a_folded_list_from_the_stored_one_is_the_one_ranked_on_request(which, m
     rng = np.random.default_rng(0)
     t = model.time_max
     merged = tried = 0
-    for row in rng.choice(model.n_users, size=min(model.n_users, 300), replace=False).tolist():
+    for row in rng.choice(model.n_users, size=min(model.n_users, 150), replace=False).tolist():
         popular = model.popular_ranking[: 50 if which == "demo" else model.n_streamers]
         streamers = rng.choice(popular, size=rng.integers(1, 4))
         own = model.history(row)[0]

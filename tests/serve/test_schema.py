@@ -65,7 +65,7 @@ def test_no_server_error_and_responses_match_the_schema(api_schema, label, mode)
     calls = []
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case):
         # POST /events with the real token: its body parser meets whatever the schema admits (and not).
         headers = {"Authorization": "Bearer schema-test-ingest-token"} if label == "POST /events" else None
