@@ -16,7 +16,7 @@ from pathlib import Path
 from streamrec import __version__
 from streamrec.data import demo as demo_data
 from streamrec.data.sessions import DataError, read_sessions
-from streamrec.evaluate.offline import add_evaluation_args, check_evaluation_args, report_path, run
+from streamrec.evaluate.offline import add_evaluation_args, check_evaluation_args, report_path, run_from_args
 from streamrec.logs import configure_logging
 from streamrec.settings import get_settings
 from streamrec.train.pipeline import add_io_args, add_train_args, params_from_args
@@ -44,16 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         path, _ = demo_data.resolve(args.data, settings.demo_data_path)
         sessions = read_sessions(path)
         out = args.out or report_path(args.model, args.protocol)
-        run(
-            sessions,
-            params,
-            args.test_fraction,
-            out,
-            args.protocol,
-            args.plot,
-            replay_targets=args.replay_targets,
-            replay_strangers=args.replay_strangers,
-        )
+        run_from_args(args, sessions, params, out)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

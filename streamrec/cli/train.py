@@ -121,16 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.evaluate:
             out = evaluation.report_path(args.model, args.protocol)
-            evaluation.run(
-                sessions,
-                params,
-                args.test_fraction,
-                out,
-                args.protocol,
-                args.plot,
-                replay_targets=args.replay_targets,
-                replay_strangers=args.replay_strangers,
-            )
+            evaluation.run_from_args(args, sessions, params, out)
         # The source's checksum for the metadata, hashed while training runs (hashlib lets go of
         # the GIL): at a million viewers it is a 1.2 GB file.
         with ThreadPoolExecutor(1) as pool:
@@ -167,17 +158,7 @@ def _train_on_spark(args, params, settings, timer: Timer) -> int:
             out = evaluation.report_path(args.model, args.protocol)
             sessions = read_sessions(local_file)
             fit = spark_engine.trainer(args.spark_master)
-            evaluation.run(
-                sessions,
-                params,
-                args.test_fraction,
-                out,
-                args.protocol,
-                args.plot,
-                fit=fit,
-                replay_targets=args.replay_targets,
-                replay_strangers=args.replay_strangers,
-            )
+            evaluation.run_from_args(args, sessions, params, out, fit=fit)
             del sessions
         model, spark_read = spark_engine.train_file(path, params, args.spark_master, timer)
         sha = file_sha256(local_file) if local_file is not None else None

@@ -464,6 +464,21 @@ def add_evaluation_args(parser) -> None:
     )
 
 
+def run_from_args(args, sessions: Sessions, params: TrainParams, out: Path | None, fit: Callable | None = None) -> dict:
+    """`run` with what `add_evaluation_args` put on `args` (the commands' one call)."""
+    return run(
+        sessions,
+        params,
+        args.test_fraction,
+        out,
+        args.protocol,
+        args.plot,
+        fit=fit or train,
+        replay_targets=args.replay_targets,
+        replay_strangers=args.replay_strangers,
+    )
+
+
 def check_evaluation_args(args) -> None:
     if args.replay_targets < 1:
         raise ValueError(f"--replay-targets must be at least 1; got {args.replay_targets}")

@@ -79,23 +79,29 @@ def fit_als(
     as implicit requires (its own threads do the parallel work). `init` = (user, item) factors to
     start from instead of random ones. `show_progress`: implicit's bar on a terminal, rate-limited
     log lines (named `desc`) otherwise."""
-    from implicit.cpu.als import AlternatingLeastSquares
-
     iterations = iterations or params.iterations
     with threadpool_limits(1, "blas"):
-        als = AlternatingLeastSquares(
-            factors=params.factors,
-            regularization=params.regularization,
-            alpha=params.alpha,
-            iterations=iterations,
-            random_state=params.random_state,
-        )
+        als = new_als(params, iterations)
         if init is not None:
             als.user_factors, als.item_factors = init
         bar = show_progress and interactive()
         callback = als_callback(desc, iterations) if show_progress and not bar else None
         als.fit(user_items, show_progress=bar, callback=callback)
     return als
+
+
+def new_als(params: TrainParams, iterations: int):
+    """implicit's CPU ALS with the params' hyperparameters, not fitted (BLAS held to one thread
+    by the caller: implicit checks it when constructed)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    return AlternatingLeastSquares(
+        factors=params.factors,
+        regularization=params.regularization,
+        alpha=params.alpha,
+        iterations=iterations,
+        random_state=params.random_state,
+    )
 
 
 def warm_start(

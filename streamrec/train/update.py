@@ -54,7 +54,7 @@ from streamrec.model.ranking import (
 from streamrec.model.recommender import LIST_LENGTH, Recommender, popularity_feature
 from streamrec.model.scoring import build_lists, entry_scores
 from streamrec.progress import Timer
-from streamrec.train.pipeline import TrainParams, catalog_of, fit_als, warm_start
+from streamrec.train.pipeline import TrainParams, catalog_of, fit_als, new_als, warm_start
 
 log = logging.getLogger("updating")
 
@@ -177,8 +177,6 @@ def _incremental(
     terms, the factors and popularity feature of every candidate, their best ALS score) is what it
     was when the lists were ranked: the stored lists and ranking on request (filters, k beyond the
     list, live sets) still agree, as after a full retrain (tested). A full retrain refreshes all."""
-    from implicit.cpu.als import AlternatingLeastSquares
-
     n_users, n_streamers = len(users), len(streamers)
     old_users, old_streamers = previous.n_users, previous.n_streamers
     time_min, time_max = span
@@ -202,13 +200,7 @@ def _incremental(
         user_factors = _carried(previous.als.user_factors, n_users, rng)
         item_factors = _carried(previous.als.item_factors, n_streamers, rng)
         with threadpool_limits(1, "blas"):
-            als = AlternatingLeastSquares(
-                factors=params.factors,
-                regularization=params.regularization,
-                alpha=params.alpha,
-                iterations=sweeps,
-                random_state=params.random_state,
-            )
+            als = new_als(params, sweeps)
         als.user_factors, als.item_factors = user_factors, item_factors
         fresh_streamers = np.arange(old_streamers, n_streamers)
         # New streamers are watched only in the new sessions: their columns are the new aggregates'.
