@@ -348,6 +348,16 @@ def catalog_scores(model: Arrays, rows: np.ndarray) -> np.ndarray:
     return model.als.user_factors[rows] @ model.catalog_factors.T
 
 
+def row_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of CSR rows `rows` (an int array), row by row: (each entry's position in
+    `rows`, its index in the matrix's data)."""
+    counts = (indptr[rows + 1] - indptr[rows]).astype(np.int64)
+    local = np.repeat(np.arange(len(rows)), counts)
+    # each row's entries: its start, plus its place among them
+    starts = np.repeat(indptr[rows].astype(np.int64) - np.cumsum(counts) + counts, counts)
+    return local, starts + np.arange(int(counts.sum()))
+
+
 def ranked_lists(
     model: Arrays,
     rankers: dict[str, RankerWeights],
@@ -407,12 +417,7 @@ def ranked_lists(
             entries: slice | np.ndarray = slice(indptr[lo], indptr[hi])
         else:
             chunk = rows[lo : lo + CHUNK_USERS]
-            counts = (indptr[chunk + 1] - indptr[chunk]).astype(np.int64)
-            local = np.repeat(np.arange(len(chunk)), counts)
-            # each row's entries: its start, plus its place among them
-            entries = np.repeat(indptr[chunk].astype(np.int64) - np.cumsum(counts) + counts, counts) + np.arange(
-                int(counts.sum())
-            )
+            local, entries = row_entries(indptr, chunk)
         s = model.als.user_factors[chunk] @ catalog_factors.T
         if among is None:
             best = s.max(axis=1) if s.shape[1] else np.zeros(s.shape[0], np.float32)
@@ -465,6 +470,47 @@ def ranked_lists(
             with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
                 list(pool.map(rank_chunk, starts))
     return out, best_all
+
+
+def merge_stored(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    rows: np.ndarray,
+    own: np.ndarray,
+    own_scores: np.ndarray,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stored lists (one per row of `ids`/`scores`: best first, -1/-inf past their end) of viewers
+    whose own streamers' scores changed and nothing else: each viewer's own streamers (`own`, of
+    list row `rows`, rows ascending) taken out and merged back in at `own_scores`, `width` kept.
+    The never-watched part keeps its order and scores; a never-watched streamer left off a stored
+    list scored at most its last score, so a merged list is exact when its `width`-th score is at
+    least that, or when the stored list was not full (it held every candidate there was).
+    (ids, scores, exact per row); an inexact row must be ranked again."""
+    n = int(max(ids.max(initial=-1), own.max(initial=-1))) + 1
+    ids = ids.astype(np.int64)
+    own_keys = np.sort(rows.astype(np.int64) * n + own)
+    keys = np.arange(len(ids), dtype=np.int64)[:, None] * n + np.maximum(ids, 0)
+    pos = np.minimum(np.searchsorted(own_keys, keys), max(len(own_keys) - 1, 0))
+    listed_own = (ids >= 0) & (own_keys[pos] == keys) if len(own_keys) else np.zeros(ids.shape, dtype=bool)
+    never_ids, never_scores = np.where(listed_own, -1, ids), np.where(listed_own, -np.inf, scores).astype(np.float32)
+    if len(own):  # each row's own streamers after its stored part, then a stable sort: ties keep that order
+        slot = np.arange(len(rows)) - np.searchsorted(rows, rows)
+        pad_ids = np.full((len(ids), slot.max() + 1), -1, dtype=np.int64)
+        pad_scores = np.full(pad_ids.shape, -np.inf, dtype=np.float32)
+        pad_ids[rows, slot], pad_scores[rows, slot] = own, own_scores
+        never_ids = np.concatenate([never_ids, pad_ids], axis=1)
+        never_scores = np.concatenate([never_scores, pad_scores], axis=1)
+    order = np.argsort(-never_scores, axis=1, kind="stable")[:, :width]
+    merged_ids, merged_scores = np.take_along_axis(never_ids, order, 1), np.take_along_axis(never_scores, order, 1)
+    if merged_ids.shape[1] < width:
+        pad = width - merged_ids.shape[1]
+        merged_ids = np.pad(merged_ids, ((0, 0), (0, pad)), constant_values=-1)
+        merged_scores = np.pad(merged_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    full = ids[:, -1] >= 0
+    exact = ~full | (merged_scores[:, width - 1] >= scores[:, -1])
+    merged_ids = np.where(np.isfinite(merged_scores), merged_ids, -1)
+    return merged_ids, merged_scores, exact
 
 
 def merge_extra(

@@ -24,7 +24,17 @@ import scipy.sparse as sp
 from streamrec.data.interactions import DECAY_SCALE, RECENT_SESSIONS, STRENGTHS, extra_length
 from streamrec.data.sessions import INTEGER
 from streamrec.model.popular import most_popular, top_up
-from streamrec.model.ranking import ALS, GAP, HISTORY, POP, RankerName, history_features, ranked_lists, top_n
+from streamrec.model.ranking import (
+    ALS,
+    GAP,
+    HISTORY,
+    POP,
+    RankerName,
+    history_features,
+    merge_stored,
+    ranked_lists,
+    top_n,
+)
 from streamrec.model.recommender import LIST_LENGTH, LIVE_LIST_LENGTH, Candidates, Recommender
 from streamrec.progress import progress
 
@@ -289,29 +299,25 @@ def rank_folded_list(
     list is too short for that to be exact (rank on request then)."""
     ids, scores = model.lists[_NEW if exclude_watched else _ALL]
     ids, scores = ids[row], scores[row]
-    full = ids[-1] >= 0  # a list not full held every candidate there was
-    listed = ids >= 0
-    pos = np.searchsorted(folded.rows, ids)
-    own = listed & (pos < len(folded.rows))
-    own[own] = folded.rows[pos[own]] == ids[own]
-    never = listed & ~own
     if exclude_watched:
-        if full and np.count_nonzero(never) < k:
+        full = ids[-1] >= 0  # a list not full held every candidate there was
+        listed = ids >= 0
+        pos = np.searchsorted(folded.rows, ids)
+        own = listed & (pos < len(folded.rows))
+        own[own] = folded.rows[pos[own]] == ids[own]
+        never = np.flatnonzero(listed & ~own)
+        if full and len(never) < k:
             return None
-        keep = np.flatnonzero(never)[:k]
-        return ids[keep].astype(np.int64), scores[keep]
+        return ids[never[:k]].astype(np.int64), scores[never[:k]]
     best = float(model.best_als[row]) if model.best_als is not None else 0.0
     vector = model.als.user_factors[row]
     mine = own_scores(model, _ALL, vector, best, folded.rows, folded.bonus[_ALL])
-    cand = np.concatenate([ids[never].astype(np.int64), folded.rows])
-    cand_scores = np.concatenate([scores[never], mine])
-    top = top_n(cand_scores, min(k, len(cand)))
-    # A never-watched streamer left off the stored list scores at most its last score (and was
-    # ranked after it): exact when the k-th streamer here scores that or more, or when the list
-    # held every candidate.
-    if full and (len(top) < k or not cand_scores[top[-1]] >= scores[-1]):
+    rows = np.zeros(len(folded.rows), dtype=np.int64)
+    merged_ids, merged_scores, exact = merge_stored(ids[None], scores[None], rows, folded.rows, mine, k)
+    if not exact[0]:
         return None
-    return cand[top], cand_scores[top]
+    listed = merged_ids[0] >= 0
+    return merged_ids[0][listed], merged_scores[0][listed]
 
 
 def rank_recent(

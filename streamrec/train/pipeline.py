@@ -35,6 +35,7 @@ from streamrec.model.ranking import (
     fit_logistic,
     fit_logistic_split,
     pair_features,
+    row_entries,
     top_n_rows,
 )
 from streamrec.model.recommender import Recommender
@@ -204,9 +205,7 @@ def live_at(streamers, frame: pd.DataFrame, steps: np.ndarray) -> dict[int, np.n
 
 def watched_pairs(base: Recommender, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every (position in `users`, streamer row) the users watched, user by user."""
-    lo, hi = base.count.indptr[users], base.count.indptr[users + 1]
-    at = np.repeat(np.arange(len(users)), hi - lo)
-    entries = np.arange(len(at)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo) + np.repeat(lo, hi - lo)
+    at, entries = row_entries(base.count.indptr, users)
     return at, base.count.indices[entries].astype(np.int64)
 
 

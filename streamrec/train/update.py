@@ -47,9 +47,10 @@ from streamrec.model.ranking import (
     POP,
     RankerName,
     entry_history_features,
-    merge_extra,
+    merge_stored,
     pair_features,
     ranked_lists,
+    row_entries,
 )
 from streamrec.model.recommender import LIST_LENGTH, Recommender, popularity_feature
 from streamrec.model.scoring import build_lists, entry_scores
@@ -339,9 +340,9 @@ def _repeat_entries(previous: Recommender, model: Recommender, repeat: np.ndarra
 def _merge_own(model: Recommender, lists: dict, rows: np.ndarray, own: np.ndarray | None) -> np.ndarray:
     """For viewers with repeat sessions only: their default list merged in `lists` from its
     never-watched part (unchanged: their factors, best and the candidates are) and their own
-    streamers rescored (`own`: every entry's served score, when known). Per viewer: True where
-    that is not exact (the stored never-watched part is shorter than the new list needs), and
-    the viewer must be ranked again."""
+    streamers rescored (`own`: every entry's served score, when known), as a request with held
+    sessions merges it (ranking.merge_stored). Per viewer: True where that is not exact, and the
+    viewer must be ranked again."""
     ids_all, scores_all = lists[RankerName.ALL.value]
     width = ids_all.shape[1]
     assert model.best_als is not None, "the previous best scores are in place"
@@ -349,24 +350,10 @@ def _merge_own(model: Recommender, lists: dict, rows: np.ndarray, own: np.ndarra
     c, w = model.linear[RankerName.ALL]
     shift = model.rankers[RankerName.ALL].watched_shift
     watched_w = w if shift is None else w + shift
-    indptr = model.count.indptr
-    n = model.n_streamers
     best = model.best_als
 
     def merge(chunk: np.ndarray) -> None:
-        ids, scores = ids_all[chunk].astype(np.int64), scores_all[chunk].copy()
-        # the stored list's own streamers out: what is left is its never-watched part
-        keys = chunk[:, None].astype(np.int64) * n + np.maximum(ids, 0)
-        pos = np.minimum(np.searchsorted(model.history_keys, keys), len(model.history_keys) - 1)
-        listed_own = (model.history_keys[pos] == keys) & (ids >= 0)
-        scores[listed_own], ids[listed_own] = -np.inf, -1
-        never = np.count_nonzero(ids >= 0, axis=1)
-        full = ids_all[chunk, -1] >= 0  # a list not full held every candidate there was
-        counts = (indptr[chunk + 1] - indptr[chunk]).astype(np.int64)
-        local = np.repeat(np.arange(len(chunk)), counts)
-        entries = np.repeat(indptr[chunk].astype(np.int64) - np.cumsum(counts) + counts, counts) + np.arange(
-            int(counts.sum())
-        )
+        local, entries = row_entries(model.count.indptr, chunk)
         if not len(local):
             return
         users, items = chunk[local], model.count.indices[entries].astype(np.int64)
@@ -375,17 +362,10 @@ def _merge_own(model: Recommender, lists: dict, rows: np.ndarray, own: np.ndarra
         else:
             rest = pair_features(model, users, items, best[users], history=False) @ watched_w
             mine = (c + rest + model.history_bonus[entries]).astype(np.float32)
-        # own streamers enter as row + n, so that what the merge kept of each is known after it
-        merged_ids, merged_scores = merge_extra(ids, scores, local, items + n, mine, width)
-        taken = np.isfinite(merged_scores) & (merged_ids >= 0)
-        used = np.count_nonzero(taken & (merged_ids < n), axis=1)
-        inexact = full & (used > never)
-        redo[chunk[inexact]] = True
-        ok = ~inexact
-        k = merged_ids.shape[1]
-        merged_ids = np.where(merged_ids >= n, merged_ids - n, merged_ids)
-        ids_all[chunk[ok], :k] = np.where(taken[ok], merged_ids[ok], -1)
-        scores_all[chunk[ok], :k] = merged_scores[ok]
+        ids, scores, exact = merge_stored(ids_all[chunk], scores_all[chunk], local, items, mine, width)
+        redo[chunk[~exact]] = True
+        ids_all[chunk[exact]] = ids[exact]
+        scores_all[chunk[exact]] = scores[exact]
 
     with threadpool_limits(1, "blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         list(pool.map(merge, (rows[lo : lo + 4096] for lo in range(0, len(rows), 4096))))

@@ -103,3 +103,22 @@ def test_a_folded_list_from_the_stored_one_is_the_one_ranked_on_request(which, m
                 np.testing.assert_array_equal(fast[0], slow[0])
                 np.testing.assert_allclose(fast[1], slow[1], rtol=1e-5, atol=1e-6)
     assert merged > tried // 2  # the merge answered most of them
+
+
+def test_a_merged_list_is_exact_only_when_its_last_score_reaches_the_stored_lists():
+    """ranking.merge_stored, which both a request with held sessions and the update use: a viewer
+    whose own streamer (7) drops below the stored list's last score may have a never-watched
+    streamer off the list above it, so the merge is inexact; one whose own streamers stay above it
+    is exact, ties keeping the stored order; a list not full is always exact."""
+    from streamrec.model.ranking import merge_stored
+
+    ids = np.array([[7, 3, 5, 9], [7, 3, 5, 9], [7, 3, -1, -1]])
+    scores = np.array([[4.0, 3.0, 2.0, 1.0]] * 2 + [[4.0, 3.0, -np.inf, -np.inf]], dtype=np.float32)
+    rows = np.array([0, 1, 2])
+    own = np.array([7, 7, 7])
+    own_scores = np.array([0.5, 2.0, 0.5], dtype=np.float32)
+    merged, merged_scores, exact = merge_stored(ids, scores, rows, own, own_scores, 4)
+    assert exact.tolist() == [False, True, True]
+    np.testing.assert_array_equal(merged[1], [3, 5, 7, 9])  # 7 ties with 5: the stored one first
+    np.testing.assert_array_equal(merged[2], [3, 7, -1, -1])
+    np.testing.assert_array_equal(merged_scores[2][:2], [3.0, 0.5])
