@@ -9,12 +9,16 @@ sessions after it and an update reads only those.
   exclusive lock before the request is answered; a line a crash tore is cut off by the next writer
   and never read. Positions are byte offsets across segments. A segment over SEGMENT_BYTES is
   closed and a new one started; whole segments a model has taken in are deleted by `trim`.
-- `RedisLog` (with REDIS_URL): a stream, one entry per session (fields u, n, a, b), positions the
-  entries' ids; the server side is `Store` (serve/store.py), this is the trainer's reader.
+- `RedisLog` (with REDIS_URL): a stream, one entry per record (its JSON in field `r`, the same
+  record as a file line's), positions the entries' ids; the server side is `Store`
+  (serve/store.py), this is the trainer's reader. Entries of 1.2.0's stream, one per session
+  (fields u, n, a, b), are still read.
 
-A viewer's events are deleted in place (`forget`): from the file, each line holding them is
-rewritten without them at the same length (positions do not move); from the stream, the entries
-are deleted. A "forget" record then tells every worker to drop what it holds of that viewer.
+A viewer's events are deleted (`forget`): from the file, each line holding them is rewritten
+without them at the same length, in place (positions do not move); from the stream, each entry
+holding them is replaced by one without them at the stream's end (a stream's entries cannot be
+rewritten; the sessions moved are counted once, as a session sent twice is). A "forget" record
+then tells every worker to drop what it holds of that viewer.
 """
 
 from __future__ import annotations
@@ -49,8 +53,21 @@ class Chunk:
     position: int | str | None = None  # of the last record read (None: nothing read)
 
 
+def record_text(record: dict) -> bytes:
+    """A record as JSON: a stream entry's field `r`, a file line's text."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sessions_record(sessions: list[Session], at: float | None = None) -> dict:
+    return {"at": round(time.time() if at is None else at, 3), "s": [list(s) for s in sessions]}
+
+
+def forget_record(uid: str) -> dict:
+    return {"at": round(time.time(), 3), "forget": uid}
+
+
 def encode(record: dict) -> bytes:
-    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    text = record_text(record)
     return b"%08x %s\n" % (zlib.crc32(text), text)
 
 
@@ -130,7 +147,7 @@ class FileLog:
 
     def append(self, sessions: list[Session], at: float | None = None) -> int:
         """Write one record of `sessions` and sync it: its position. Raises EventLogError."""
-        return self._write({"at": round(time.time() if at is None else at, 3), "s": [list(s) for s in sessions]})
+        return self._write(sessions_record(sessions, at))
 
     def _write(self, record: dict) -> int:
         line = encode(record)
@@ -250,7 +267,7 @@ class FileLog:
                         f.flush()
                         os.fsync(f.fileno())
             start, path = self._active()
-            line = encode({"at": round(time.time(), 3), "forget": uid})
+            line = encode(forget_record(uid))
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, line)
@@ -320,41 +337,56 @@ def parse_stream_id(text: str | bytes | None) -> tuple[int, int] | None:
     return int(ms), int(seq)
 
 
-def stream_entry(fields: dict) -> tuple[str, Session | str] | None:
-    """("session", (uid, streamer, start, end)) or ("forget", uid) of a stream entry's fields, or
-    None when it is neither (another writer's entry)."""
-
-    def text(key: bytes) -> str | None:
-        value = fields.get(key)
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else None
-
-    forgotten = text(b"f")
+def stream_record(fields: dict) -> dict | None:
+    """The record of a stream entry's fields (bytes keys and values): its JSON in `r`, or a
+    1.2.0 entry of one session (u, n, a, b) or forget (f); None when it is neither (another
+    writer's entry)."""
+    text = fields.get(b"r")
+    if text is not None:
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+    forgotten = fields.get(b"f")
     if forgotten is not None:
-        return "forget", forgotten
-    uid, streamer, start, end = text(b"u"), text(b"n"), text(b"a"), text(b"b")
+        return {"forget": forgotten.decode("utf-8", "replace")}
+    uid, streamer, start, end = (fields.get(key) for key in (b"u", b"n", b"a", b"b"))
     if uid is None or streamer is None or start is None or end is None:
         return None
     try:
-        return "session", (uid, streamer, int(start), int(end))
+        session = [uid.decode("utf-8", "replace"), streamer.decode("utf-8", "replace"), int(start), int(end)]
     except ValueError:
         return None
+    return {"s": [session]}
 
 
 def add_entries(chunk: Chunk, entries) -> None:
     """Stream entries [(id, fields), ...] into `chunk`."""
     for entry_id, fields in entries:
         position = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        parsed = stream_entry(fields)
         chunk.position = position
-        if parsed is None:
-            continue
-        kind, value = parsed
-        if kind == "forget":
-            assert isinstance(value, str)
-            chunk.forget.append((position, value))
-        else:
-            assert isinstance(value, tuple)
-            chunk.sessions.append((position, value))
+        record = stream_record(fields)
+        if record is not None:
+            try:
+                _add(chunk, position, record)
+            except (TypeError, ValueError):
+                continue
+
+
+def without_viewer(fields: dict, uid: str) -> tuple[int, dict | None]:
+    """A stream entry with viewer `uid`'s sessions taken out: (how many were, the record to put
+    in its place: None when none is left). (0, None) when it holds none of theirs."""
+    if b"r" in fields and json.dumps(uid, ensure_ascii=False).encode() not in fields[b"r"]:
+        return 0, None
+    record = stream_record(fields)
+    if record is None or not isinstance(record.get("s"), list):
+        return 0, None
+    kept = [s for s in record["s"] if not (isinstance(s, list) and s and s[0] == uid)]
+    removed = len(record["s"]) - len(kept)
+    if not removed:
+        return 0, None
+    return removed, ({**record, "s": kept} if kept else None)
 
 
 class RedisLog:

@@ -8,7 +8,7 @@ one server:
     model     hash: checksum and created_at of the model the fleet was last asked to serve
     fleet     hash: one field per worker ("instance/pid"), its JSON heartbeat (last second)
     events    channel: "live <version>" after a publish, "reload <checksum>" after a reload
-    sessions  stream: the event log of POST /events, one entry per session (events/log.py)
+    sessions  stream: the event log of POST /events, one entry per batch (events/log.py)
 
 A live set's version is "<epoch>.<number>": the number counts publishes, the epoch is the store's
 clock (microseconds) when the first set was stored in it. A store that restarted empty starts a
@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from streamrec.events.log import Chunk, add_entries
+from streamrec.events.log import Chunk, add_entries, forget_record, record_text, sessions_record, without_viewer
 from streamrec.settings import public_url
 
 Version = tuple[int, int]  # (epoch, number) of a live set in the store
@@ -52,17 +52,6 @@ local version = epoch .. '.' .. number
 redis.call('HSET', KEYS[1], 'body', ARGV[1], 'version', version)
 redis.call('PUBLISH', ARGV[2], 'live ' .. version)
 return version
-"""
-
-
-# KEYS[1] the sessions stream; ARGV: uid, streamer, start, end of each session in turn. One entry per
-# session, all in one script (one command and one answer for a batch). Returns the last entry's id.
-APPEND_SESSIONS = """
-local last = false
-for i = 1, #ARGV, 4 do
-  last = redis.call('XADD', KEYS[1], '*', 'u', ARGV[i], 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'b', ARGV[i + 3])
-end
-return last
 """
 
 
@@ -126,7 +115,6 @@ class Store:
         self.channel = f"{prefix}events"
         self.live_key, self.model_key, self.fleet_key = f"{prefix}live", f"{prefix}model", f"{prefix}fleet"
         self._publish = self.client.register_script(PUBLISH_LIVE)
-        self._append = self.client.register_script(APPEND_SESSIONS)
         self.sessions_key = f"{prefix}sessions"
         self._waitaof: bool | None = None  # None: not tried yet
         self._fsync_checked: tuple[float, bool] | None = None
@@ -243,15 +231,15 @@ class Store:
     # --- the event log ----------------------------------------------------------------------------
 
     async def append_sessions(self, sessions: list[tuple[str, str, int, int]]) -> str:
-        """Add sessions (uid, streamer, start, end) to the stream in one script, and wait until
-        the store has them on disk: the last entry's id. Raises StoreUnavailable, NotDurable."""
-        args = [value for session in sessions for value in session]
+        """Add sessions (uid, streamer, start, end) to the stream as one entry, and wait until the
+        store has it on disk: the entry's id. Raises StoreUnavailable, NotDurable."""
+        text = record_text(sessions_record(sessions))
         try:
-            last = await self._append(keys=[self.sessions_key], args=args)
+            entry = await self.client.xadd(self.sessions_key, {"r": text})
             await self._durable()
         except (RedisError, OSError) as exc:
             raise self.unavailable(exc) from None
-        return last.decode() if isinstance(last, bytes) else str(last)
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     async def _durable(self) -> None:
         """Return once the store's append-only file has what was written: WAITAOF on Redis 7.2+;
@@ -277,37 +265,42 @@ class Store:
         if not self._fsync_checked[1]:
             raise NotDurable(NOT_DURABLE.format(url=self.url))
 
-    async def sessions_after(self, after: str | None, block_ms: int = 0, count: int = 5000) -> Chunk:
-        """The stream's entries after id `after` (None: from its start), at most `count`; with
-        `block_ms`, waits that long for one when there is none."""
+    async def sessions_after(self, after: str | None, block_ms: int, count: int = 5000) -> Chunk:
+        """The stream's entries after id `after` (None: from its start), at most `count`; waits up
+        to `block_ms` for one when there is none (the trainer reads with RedisLog.read)."""
         chunk = Chunk()
         try:
-            if block_ms:
-                answer: Any = await self.client.xread({self.sessions_key: after or "0-0"}, count=count, block=block_ms)
-                entries = answer[0][1] if answer else []  # RESP2: [[key, entries]]
-            else:
-                entries = await self.client.xrange(self.sessions_key, f"({after}" if after else "-", "+", count=count)
+            answer: Any = await self.client.xread({self.sessions_key: after or "0-0"}, count=count, block=block_ms)
         except (RedisError, OSError) as exc:
             raise self.unavailable(exc) from None
-        add_entries(chunk, entries)
+        add_entries(chunk, answer[0][1] if answer else [])  # RESP2: [[key, entries]]
         return chunk
 
     async def forget_sessions(self, uid: str) -> int:
-        """Delete every session of viewer `uid` from the stream and add a forget entry: how many."""
+        """Delete every session of viewer `uid` from the stream, then add a forget entry: how many.
+        An entry holding theirs is replaced, in one transaction, by one without them at the
+        stream's end (or just deleted when nothing else is left in it)."""
         deleted = 0
         try:
             after = "-"
             while True:
-                entries: Any = await self.client.xrange(self.sessions_key, after, "+", count=10_000)
+                entries: Any = await self.client.xrange(self.sessions_key, after, "+", count=1000)
                 if not entries:
                     break
-                mine = [i for i, fields in entries if fields and fields.get(b"u") == uid.encode()]
-                if mine:
-                    deleted += int(await self.client.xdel(self.sessions_key, *mine))
+                for entry_id, fields in entries:
+                    removed, kept = without_viewer(fields, uid)
+                    if not removed:
+                        continue
+                    async with self.client.pipeline(transaction=True) as pipe:
+                        pipe.xdel(self.sessions_key, entry_id)
+                        if kept is not None:
+                            pipe.xadd(self.sessions_key, {"r": record_text(kept)})
+                        gone = (await pipe.execute())[0]
+                    deleted += removed if gone else 0
                 last = entries[-1][0].decode()
                 ms, _, seq = last.partition("-")
                 after = f"{ms}-{int(seq) + 1}"
-            await self.client.xadd(self.sessions_key, {"f": uid})
+            await self.client.xadd(self.sessions_key, {"r": record_text(forget_record(uid))})
             await self._durable()
         except (RedisError, OSError) as exc:
             raise self.unavailable(exc) from None

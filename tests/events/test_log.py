@@ -105,3 +105,45 @@ def test_writers_in_several_processes_never_interleave(tmp_path):
         mine = [s for s in got if s[0] == f"w{w}"]
         assert [s[1] for s in mine[::3]] == [f"s{i}" for i in range(40)]  # each writer's order kept
     assert all(size > 0 for size in (os.path.getsize(p) for _, p in log.segments()[:-1]))
+
+
+def test_the_stream_holds_one_entry_a_batch_reads_1_2_0_entries_and_forget_moves_the_rest(tmp_path):
+    """The store's stream (a real redis-server): a batch is one entry read back whole; entries
+    written by 1.2.0 (one per session) are still read; a viewer's events deleted from an entry
+    shared with others leave the others' sessions in one entry at the stream's end."""
+    import asyncio
+
+    import redis
+
+    from streamrec.events.log import RedisLog, parse_stream_id
+    from streamrec.serve.store import Store
+    from tests.server.helpers import RedisServer
+
+    server = RedisServer(tmp_path / "redis", durable=True).start()
+    try:
+        raw = redis.Redis.from_url(server.url)
+        raw.xadd("streamrec:sessions", {"u": "old", "n": "a", "a": "1", "b": "2"})  # as 1.2.0 wrote
+
+        async def write() -> tuple[str, int]:
+            store = Store(server.url, "streamrec:")
+            try:
+                position = await store.append_sessions([("1", "a", 3, 4), ("2", "b", 5, 6), ("1", "c", 7, 8)])
+                await store.append_sessions([("3", "d", 9, 10)])
+                return position, await store.forget_sessions("1")
+            finally:
+                await store.close()
+
+        first, deleted = asyncio.run(write())
+        assert deleted == 2
+        log = RedisLog(server.url, "streamrec:")
+        chunk = log.read(None)
+        log.close()
+        sessions = [s for _, s in chunk.sessions]
+        assert sessions == [("old", "a", 1, 2), ("3", "d", 9, 10), ("2", "b", 5, 6)]
+        positions = [parse_stream_id(p) for p, _ in chunk.sessions]
+        assert positions[-1] > parse_stream_id(first) and positions == sorted(positions)  # moved to the end
+        assert chunk.forget == [(chunk.position, "1")]
+        assert raw.xlen("streamrec:sessions") == 4  # the old entry, the second batch, the rest, the forget
+        raw.close()
+    finally:
+        server.stop()
