@@ -487,6 +487,22 @@ def merge_stored(
     list scored at most its last score, so a merged list is exact when its `width`-th score is at
     least that, or when the stored list was not full (it held every candidate there was).
     (ids, scores, exact per row); an inexact row must be ranked again."""
+    if len(ids) == 1:  # one viewer (a request): the same steps on one row, without the batch's bookkeeping
+        row_ids, row_scores = ids[0].astype(np.int64), scores[0]
+        never = row_ids >= 0
+        if len(own):  # np.isin costs more than this on a few hundred
+            srt = np.sort(own)
+            pos = np.minimum(np.searchsorted(srt, row_ids), len(srt) - 1)
+            never &= srt[pos] != row_ids
+        cand = np.concatenate([row_ids[never], own])
+        cand_scores = np.concatenate([row_scores[never], own_scores.astype(np.float32)])
+        order = np.argsort(-cand_scores, kind="stable")[:width]
+        merged_ids = np.full((1, width), -1, dtype=np.int64)
+        merged_scores = np.full((1, width), -np.inf, dtype=np.float32)
+        merged_ids[0, : len(order)], merged_scores[0, : len(order)] = cand[order], cand_scores[order]
+        merged_ids[~np.isfinite(merged_scores)] = -1
+        exact = np.array([row_ids[-1] < 0 or bool(merged_scores[0, -1] >= row_scores[-1])])
+        return merged_ids, merged_scores, exact
     n = int(max(ids.max(initial=-1), own.max(initial=-1))) + 1
     ids = ids.astype(np.int64)
     own_keys = np.sort(rows.astype(np.int64) * n + own)

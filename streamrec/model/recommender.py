@@ -13,6 +13,7 @@ first use, and what serving needs on every request is stored in the file instead
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -55,6 +56,9 @@ class JsonNames:
 
     def __getitem__(self, row: int) -> bytes:
         return bytes(self._raw[self._offsets[row] : self._offsets[row + 1]])
+
+
+_SERIALS = itertools.count(1)
 
 
 def popularity_feature(popularity: np.ndarray) -> np.ndarray:
@@ -100,6 +104,11 @@ class Recommender:
 
     # Derived on first use, not at load: a loaded model is mapped arrays, and a serving worker
     # must not spend seconds and private memory on what it may never read.
+
+    @cached_property
+    def serial(self) -> int:
+        """A number of its own in this process: what a cache keys on without holding the model."""
+        return next(_SERIALS)
 
     @cached_property
     def user_totals(self) -> np.ndarray:

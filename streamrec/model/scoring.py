@@ -15,8 +15,7 @@ exclude_watched, the live one (LIVE when the model learned one, else ALL) for li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -183,13 +182,15 @@ def _rank_among(
     return rows[top], scores[top]
 
 
-@dataclass
-class Folded:
+class Folded(NamedTuple):
     """A viewer's history with sessions the model has not taken in folded in: their streamers
-    (sorted rows) and each served ranker's history terms for them."""
+    (sorted rows) and the history terms for them of the default ranker and of the live one (the
+    same array when that is the default ranker). A tuple of arrays only: held in a worker's
+    cache, the garbage collector stops tracking it."""
 
     rows: np.ndarray
-    bonus: dict[str, np.ndarray]
+    bonus: np.ndarray
+    live_bonus: np.ndarray
 
 
 def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, int]], newest: int) -> Folded | None:
@@ -250,11 +251,10 @@ def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, i
     total = np.full(len(rows), count.sum())
     watch_total = np.full(len(rows), watch.sum())
     x = history_features(count, watch, total, watch_total, (now - last) / span, recent, decayed)
-    bonus = {
-        name: (x @ model.linear[name][1][HISTORY]).astype(np.float32)
-        for name in {RankerName.ALL.value, model.live_ranker.value}
-    }
-    return Folded(rows, bonus)
+    bonus = (x @ model.linear[RankerName.ALL][1][HISTORY]).astype(np.float32)
+    if model.live_ranker == RankerName.ALL:
+        return Folded(rows, bonus, bonus)
+    return Folded(rows, bonus, (x @ model.linear[model.live_ranker][1][HISTORY]).astype(np.float32))
 
 
 def _rank_folded(
@@ -282,7 +282,7 @@ def _rank_folded(
     if not exclude_watched and len(mine):
         if not outside:
             own, mine = own[hit], mine[hit]
-        bonus = folded.bonus[model.live_ranker.value if live else RankerName.ALL.value][own]
+        bonus = (folded.live_bonus if live else folded.bonus)[own]
         rows, scores = _with_own(model, name, vector, best, rows, scores, mine, bonus)
     top = top_n(scores, k)
     top = top[np.isfinite(scores[top])]
@@ -311,7 +311,7 @@ def rank_folded_list(
         return ids[never[:k]].astype(np.int64), scores[never[:k]]
     best = float(model.best_als[row]) if model.best_als is not None else 0.0
     vector = model.als.user_factors[row]
-    mine = own_scores(model, _ALL, vector, best, folded.rows, folded.bonus[_ALL])
+    mine = own_scores(model, _ALL, vector, best, folded.rows, folded.bonus)
     rows = np.zeros(len(folded.rows), dtype=np.int64)
     merged_ids, merged_scores, exact = merge_stored(ids[None], scores[None], rows, folded.rows, mine, k)
     if not exact[0]:

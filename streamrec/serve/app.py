@@ -13,6 +13,7 @@ settings: `app` is built on first use.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -48,6 +49,13 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         blas = threadpool_limits(1, "blas")
         serving = app.state.serving = Serving.start(settings, metrics, recommender)
         await serving.open()
+        if recommender is None:  # a worker of the service (tests hand a model in, many apps to a process)
+            # What is alive now lives as long as the worker: kept out of the collector's full
+            # passes, which would otherwise walk every module, class and function (140 ms here, every
+            # request waiting) each time what the worker holds per viewer sets one off. A model
+            # replaced later is still freed: it holds no reference cycles (tests/serve/test_app.py).
+            gc.collect()
+            gc.freeze()
         yield
         await serving.close()
         blas.restore_original_limits()

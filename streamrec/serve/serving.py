@@ -39,7 +39,16 @@ from streamrec.events.log import Chunk, EventLogError, FileLog, events_through
 from streamrec.model.model_file import ModelError, load_model, warm
 from streamrec.model.popular import most_popular, top_up
 from streamrec.model.recommender import LIST_LENGTH, Recommender
-from streamrec.model.scoring import PERSONAL, POPULAR, RECENT, fold_sessions, rank, rank_folded_list, rank_recent
+from streamrec.model.scoring import (
+    PERSONAL,
+    POPULAR,
+    RECENT,
+    Folded,
+    fold_sessions,
+    rank,
+    rank_folded_list,
+    rank_recent,
+)
 from streamrec.serve.filters import FilterCache, Passing, filter_key, gather
 from streamrec.serve.live import (
     LIVE_LISTS_MAX_PAIRS,
@@ -195,7 +204,9 @@ class ServedModel:
         cache = getattr(held, "cache", None)
         if held:
             if row is not None:
-                folded = self._memo(cache, "fold", newest, lambda: fold_sessions(model, row, held, newest))
+                # kept as a plain tuple, which the collector stops tracking (a named tuple it never does)
+                plain = self._memo(cache, "fold", newest, lambda: _plain(fold_sessions(model, row, held, newest)))
+                folded = None if plain is None else Folded(*plain)
             else:
                 recent = [name for name, _, _ in held] + (recent or [])
         if row is not None:
@@ -257,10 +268,11 @@ class ServedModel:
         if cache is None:
             return compute()
         hit = cache.get(key)
-        if hit is not None and hit[0] is self.model and abs(newest - hit[1]) * 1000 <= self.model.time_span:
+        serial = self.model.serial  # not the model: a tuple of numbers and arrays is not tracked by the collector
+        if hit is not None and hit[0] == serial and abs(newest - hit[1]) * 1000 <= self.model.time_span:
             return hit[2]
         value = compute()
-        cache[key] = (self.model, newest, value)
+        cache[key] = (serial, newest, value)
         return value
 
     def _popular(self, k: int, live: LiveSet | None, only: Passing | None) -> tuple[np.ndarray, np.ndarray]:
@@ -370,6 +382,10 @@ def version_text(version: int | Version | None) -> str | None:
     if version is None:
         return None
     return format_version(version) if isinstance(version, tuple) else f"file:{version}"
+
+
+def _plain(folded: Folded | None) -> tuple | None:
+    return None if folded is None else tuple(folded)
 
 
 def newer(version, held) -> bool:

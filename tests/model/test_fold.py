@@ -44,9 +44,9 @@ def test_folded_history_terms_are_the_next_updates(model):
     assert skipped == 0
     rows, entries = updated.history(updated.users.get("1"))
     assert np.array_equal(folded.rows, rows)  # the new streamer became a watched one
-    assert np.allclose(folded.bonus[RankerName.ALL.value], updated.history_bonus[entries], rtol=1e-5, atol=1e-5)
+    assert np.allclose(folded.bonus, updated.history_bonus[entries], rtol=1e-5, atol=1e-5)
     if updated.live_ranker != RankerName.ALL:
-        assert np.allclose(folded.bonus[updated.live_ranker.value], updated.live_bonus[entries], atol=1e-5)
+        assert np.allclose(folded.live_bonus, updated.live_bonus[entries], atol=1e-5)
 
 
 def test_a_session_the_model_has_is_not_folded_in_again(model):
@@ -122,3 +122,15 @@ def test_a_merged_list_is_exact_only_when_its_last_score_reaches_the_stored_list
     np.testing.assert_array_equal(merged[1], [3, 5, 7, 9])  # 7 ties with 5: the stored one first
     np.testing.assert_array_equal(merged[2], [3, 7, -1, -1])
     np.testing.assert_array_equal(merged_scores[2][:2], [3.0, 0.5])
+    for row in range(3):  # one viewer at a time (a request) as in a batch (the update)
+        one = merge_stored(
+            ids[row : row + 1],
+            scores[row : row + 1],
+            np.zeros(1, int),
+            own[row : row + 1],
+            own_scores[row : row + 1],
+            4,
+        )
+        np.testing.assert_array_equal(one[0][0], merged[row])
+        np.testing.assert_array_equal(one[1][0], merged_scores[row])
+        assert one[2][0] == exact[row]

@@ -146,3 +146,30 @@ def test_the_fleet_needs_the_store(block_model_path):
         r = c.get("/admin/fleet", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 409 and "REDIS_URL" in r.json()["detail"]
         assert c.get("/admin/fleet").status_code == 401
+
+
+def test_a_served_model_is_freed_by_its_reference_count(demo_size_model):
+    """A worker freezes what is alive after startup out of the collector's full passes; a model
+    replaced later is then freed only if it holds no reference cycles: loaded, served, ranked for a
+    viewer with held sessions and dropped with the collector off, it is gone."""
+    import gc
+    import weakref
+
+    from streamrec.model.scoring import fold_sessions, rank
+    from streamrec.serve.serving import ServedModel
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        model = load_model(demo_size_model)
+        served = ServedModel(model)
+        folded = fold_sessions(model, 0, [(model.streamers.name(0), model.time_max, model.time_max + 1)], 0)
+        assert folded is not None
+        rank(model, 0, 10, False, folded=folded)
+        served.recommend(model.users.name(0), 10, False)
+        gone = weakref.ref(model)
+        del model, served, folded
+        assert gone() is None, "a model is held in a reference cycle: a frozen worker would never free it"
+    finally:
+        if enabled:
+            gc.enable()
