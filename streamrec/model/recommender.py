@@ -111,6 +111,23 @@ class Recommender:
         return next(_SERIALS)
 
     @cached_property
+    def _streamer_rows(self) -> dict[str, int]:
+        return {}
+
+    def streamer_row(self, name: str) -> int:
+        """The row of streamer `name`, -1 if the model does not know it. Remembered: a loaded map
+        looks a name up in about 4 us, a dict in 50 ns (emptied past the number of streamers plus
+        100,000 names, so unknown names cannot grow it without bound)."""
+        memo = self._streamer_rows
+        row = memo.get(name)
+        if row is None:
+            if len(memo) >= self.n_streamers + 100_000:
+                memo.clear()
+            found = self.streamers.get(name)
+            row = memo[name] = -1 if found is None else found
+        return row
+
+    @cached_property
     def user_totals(self) -> np.ndarray:
         return np.asarray(self.count.sum(axis=1)).ravel()
 

@@ -15,6 +15,7 @@ exclude_watched, the live one (LIVE when the model learned one, else ALL) for li
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -199,62 +200,87 @@ def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, i
     watch time added, last seen the later, the momentum counts carried forward, every feature
     taken at `newest` (the latest time known, if after the model's end). A session whose pair
     was last seen at or after its end is in the model already and is left out. None when no
-    session is left (the viewer is served as the model serves them)."""
-    names = [s[0] for s in sessions]
-    streamers = model.streamers.rows(names)
-    start = np.fromiter((s[1] for s in sessions), np.int64, len(sessions))
-    end = np.fromiter((s[2] for s in sessions), np.int64, len(sessions))
-    watched, entries = model.history(row)
-    known = streamers >= 0
-    pos = np.searchsorted(watched, streamers)
-    seen = known & (pos < len(watched))
-    seen[seen] = watched[pos[seen]] == streamers[seen]
-    counted = np.zeros(len(sessions), dtype=bool)
-    counted[seen] = end[seen] <= model.last_seen.data[entries][pos[seen]]
-    fresh = known & ~counted & (end >= start)
-    if not fresh.any():
+    session is left (the viewer is served as the model serves them).
+
+    On the request path of a viewer's first request after their sessions change: the new
+    sessions (at most EVENTS_PER_VIEWER) are summed per streamer in Python, the viewer's whole
+    history in a few array operations over one (5, streamers) block."""
+    lookup = model.streamer_row
+    picked = [(r, start, end) for name, start, end in sessions if (r := lookup(name)) >= 0 and end >= start]
+    if not picked:
         return None
-    streamers, start, end = streamers[fresh], start[fresh], end[fresh]
+    watched, entries = model.history(row)
+    n_old = len(watched)
+    last_seen = model.last_seen.data[entries]
+    if n_old:
+        at = np.minimum(np.searchsorted(watched, [r for r, _, _ in picked]), n_old - 1)
+        had = np.where(watched[at] == [r for r, _, _ in picked], last_seen[at], -np.inf).tolist()
+        picked = [s for s, last in zip(picked, had, strict=True) if s[2] > last]
+        if not picked:
+            return None
 
-    now = max(model.time_max, int(end.max()), int(newest))
+    now = max(model.time_max, max(end for _, _, end in picked), int(newest))
     span = max(now - (model.time_max - model.time_span), 1)
-    new_rows, inverse = np.unique(streamers, return_inverse=True)
-    n_new = len(streamers)
-    new_count = np.bincount(inverse, minlength=len(new_rows)).astype(np.float64)
-    lengths = (end - start).astype(np.float64) + extra_length(model.metadata.get("time_format", INTEGER))
-    new_watch = np.bincount(inverse, weights=lengths, minlength=len(new_rows))
-    new_last = np.full(len(new_rows), -np.inf)
-    np.maximum.at(new_last, inverse, end.astype(np.float64))
-    new_decayed = np.bincount(inverse, weights=np.exp(-(now - end) / (DECAY_SCALE * span)), minlength=len(new_rows))
-    latest = np.argsort(start, kind="stable")[-RECENT_SESSIONS:]
-    new_recent = np.bincount(inverse[latest], minlength=len(new_rows)).astype(np.float64)
+    extra = extra_length(model.metadata.get("time_format", INTEGER))
+    scale = DECAY_SCALE * span
+    new: dict[int, list[float]] = {}  # streamer row -> [count, watch time, last seen, recent, decayed]
+    for r, start, end in picked:
+        terms = new.get(r)
+        if terms is None:
+            terms = new[r] = [0.0, 0.0, -np.inf, 0.0, 0.0]
+        terms[0] += 1.0
+        terms[1] += float(end - start) + extra
+        terms[2] = max(terms[2], float(end))
+        terms[4] += math.exp(-(now - end) / scale)
+    for i in sorted(range(len(picked)), key=lambda i: picked[i][1])[-RECENT_SESSIONS:]:  # the latest starts
+        new[picked[i][0]][3] += 1.0
 
-    rows = np.union1d(watched, new_rows)
-    old_at, new_at = np.searchsorted(rows, watched), np.searchsorted(rows, new_rows)
-    count, watch, recent, decayed = (np.zeros(len(rows)) for _ in range(4))
-    last = np.full(len(rows), -np.inf)
+    new_rows = sorted(new)
+    pos: list[int] = [0] * len(new_rows)
+    is_old: list[bool] = [False] * len(new_rows)
+    if n_old:
+        found = np.minimum(np.searchsorted(watched, new_rows), n_old - 1)
+        pos, is_old = found.tolist(), (watched[found] == new_rows).tolist()
+    brand = [r for r, old in zip(new_rows, is_old, strict=True) if not old]
+    where, nxt = [], n_old  # each new row's column: its history entry's, or one past them
+    for p, old in zip(pos, is_old, strict=True):
+        where.append(p if old else nxt)
+        nxt += not old
+    cols = np.zeros((5, n_old + len(brand)))  # count, watch time, last seen, recent, decayed
     old_count = model.count.data[entries].astype(np.float64)
-    old_total = float(old_count.sum())
-    count[old_at] = old_count
-    watch[old_at] = model.watch_time.data[entries]
-    last[old_at] = model.last_seen.data[entries]
-    shift = np.exp(-(now - model.time_max) / (DECAY_SCALE * span))
+    cols[0, :n_old] = old_count
+    cols[1, :n_old] = model.watch_time.data[entries]
+    cols[2, :n_old] = last_seen
+    cols[2, n_old:] = -np.inf
     if model.recent is not None and model.decayed is not None:
-        keep = max(RECENT_SESSIONS - n_new, 0) / max(min(old_total, RECENT_SESSIONS), 1e-9)
-        recent[old_at] = model.recent.data[entries] * min(keep, 1.0)
-        decayed[old_at] = model.decayed.data[entries] * shift
-    count[new_at] += new_count
-    watch[new_at] += new_watch
-    last[new_at] = np.maximum(last[new_at], new_last)
-    recent[new_at] += new_recent
-    decayed[new_at] += new_decayed
-    total = np.full(len(rows), count.sum())
-    watch_total = np.full(len(rows), watch.sum())
-    x = history_features(count, watch, total, watch_total, (now - last) / span, recent, decayed)
+        keep = max(RECENT_SESSIONS - len(picked), 0) / max(min(float(old_count.sum()), RECENT_SESSIONS), 1e-9)
+        cols[3, :n_old] = model.recent.data[entries] * min(keep, 1.0)
+        cols[4, :n_old] = model.decayed.data[entries] * np.exp(-(now - model.time_max) / scale)
+    added = np.array([new[r] for r in new_rows]).T
+    last_added, added[2] = added[2].copy(), 0.0
+    cols[:, where] += added
+    cols[2, where] = np.maximum(cols[2, where], last_added)
+    count, watch, last, recent, decayed = cols
+    x = history_features(
+        count,
+        watch,
+        np.full(len(count), count.sum()),
+        np.full(len(count), watch.sum()),
+        (now - last) / span,
+        recent,
+        decayed,
+    )
+    rows = np.concatenate([watched, brand]) if brand else watched
     bonus = (x @ model.linear[RankerName.ALL][1][HISTORY]).astype(np.float32)
-    if model.live_ranker == RankerName.ALL:
-        return Folded(rows, bonus, bonus)
-    return Folded(rows, bonus, (x @ model.linear[model.live_ranker][1][HISTORY]).astype(np.float32))
+    live = (
+        bonus
+        if model.live_ranker == RankerName.ALL
+        else (x @ model.linear[model.live_ranker][1][HISTORY]).astype(np.float32)
+    )
+    if brand:
+        order = np.argsort(rows, kind="stable")
+        return Folded(rows[order], bonus[order], live[order] if live is not bonus else bonus[order])
+    return Folded(rows, bonus, live)
 
 
 def _rank_folded(

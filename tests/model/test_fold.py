@@ -20,33 +20,45 @@ def model(block_model_path):
     return load_model(block_model_path)
 
 
-def sessions_for(uid: str, rows: list[tuple[str, int, int]]) -> Sessions:
+def sessions_for(by_viewer: dict[str, list[tuple[str, int, int]]]) -> Sessions:
+    """Each viewer's (streamer_name, start, end) sessions as a read log."""
+    rows = [(uid, *session) for uid, sessions in by_viewer.items() for session in sessions]
     frame = pd.DataFrame(
         {
-            UID: pd.Categorical([uid] * len(rows)),
-            STREAMER: pd.Categorical([r[0] for r in rows]),
-            START: np.array([r[1] for r in rows], np.int64),
-            END: np.array([r[2] for r in rows], np.int64),
+            UID: pd.Categorical([r[0] for r in rows]),
+            STREAMER: pd.Categorical([r[1] for r in rows]),
+            START: np.array([r[2] for r in rows], np.int64),
+            END: np.array([r[3] for r in rows], np.int64),
         }
     )
     return Sessions(frame, "test", "header", INTEGER, len(frame))
 
 
 def test_folded_history_terms_are_the_next_updates(model):
-    row = model.users.get("1")
-    watched = [model.streamers.name(r) for r in model.history(row)[0]]
-    other = next(n for n in model.streamers.ids if n not in watched)  # never watched by viewer 1
     t = model.time_max
-    new = [(watched[0], t + 1, t + 4), (other, t + 2, t + 6), (other, t + 7, t + 9)]
-    folded = fold_sessions(model, row, new, newest=t + 9)
-    assert folded is not None
-    updated, skipped = update(model, sessions_for("1", new))
-    assert skipped == 0
-    rows, entries = updated.history(updated.users.get("1"))
-    assert np.array_equal(folded.rows, rows)  # the new streamer became a watched one
-    assert np.allclose(folded.bonus, updated.history_bonus[entries], rtol=1e-5, atol=1e-5)
-    if updated.live_ranker != RankerName.ALL:
-        assert np.allclose(folded.live_bonus, updated.live_bonus[entries], atol=1e-5)
+    new = {}
+    for uid in ("1", "2", "31"):
+        row = model.users.get(uid)
+        watched = [model.streamers.name(r) for r in model.history(row)[0]]
+        others = [n for n in model.streamers.ids if n not in watched]  # never watched by the viewer
+        if uid == "1":  # a repeat and a new streamer twice
+            new[uid] = [(watched[0], t + 1, t + 4), (others[0], t + 2, t + 6), (others[0], t + 7, t + 9)]
+        elif uid == "2":  # more than RECENT_SESSIONS, out of order, two new streamers
+            names = [watched[0], others[0], watched[-1], others[1]]
+            new[uid] = [(names[i % 4], t + 30 - 2 * i, t + 31 - 2 * i) for i in range(13)]
+        else:  # one the model has already (left out), one new
+            last = int(model.last_seen.data[model.history(row)[1]][0])
+            new[uid] = [(watched[0], last - 1, last), (others[-1], t + 3, t + 3)]
+    updated, skipped = update(model, sessions_for(new))
+    assert skipped == 1  # viewer 31's session the model has, which fold_sessions leaves out too
+    for uid, sessions in new.items():
+        folded = fold_sessions(model, model.users.get(uid), sessions, newest=t + 31)
+        assert folded is not None
+        rows, entries = updated.history(updated.users.get(uid))
+        assert np.array_equal(folded.rows, rows), uid  # the new streamers became watched ones
+        assert np.allclose(folded.bonus, updated.history_bonus[entries], rtol=1e-5, atol=1e-5), uid
+        if updated.live_ranker != RankerName.ALL:
+            assert np.allclose(folded.live_bonus, updated.live_bonus[entries], atol=1e-5), uid
 
 
 def test_a_session_the_model_has_is_not_folded_in_again(model):
@@ -134,3 +146,34 @@ def test_a_merged_list_is_exact_only_when_its_last_score_reaches_the_stored_list
         np.testing.assert_array_equal(one[0][0], merged[row])
         np.testing.assert_array_equal(one[1][0], merged_scores[row])
         assert one[2][0] == exact[row]
+
+
+def test_a_request_merges_as_the_update_does():
+    """merge_stored's one-viewer path (a request) gives what its batch path (the update) gives,
+    row by row, on random lists with ties, short lists and own streamers on and off them."""
+    from streamrec.model.ranking import merge_stored
+
+    rng = np.random.default_rng(3)
+    width, n_rows = 6, 40
+    ids = np.full((n_rows, width), -1, dtype=np.int64)
+    scores = np.full((n_rows, width), -np.inf, dtype=np.float32)
+    rows, own, own_scores = [], [], []
+    for r in range(n_rows):
+        n = width if rng.random() < 0.7 else int(rng.integers(1, width))
+        ids[r, :n] = rng.choice(20, n, replace=False)
+        scores[r, :n] = -np.sort(-rng.integers(0, 5, n)).astype(np.float32)  # few values: ties
+        mine = np.sort(rng.choice(np.union1d(ids[r, :2], rng.choice(20, 3)), int(rng.integers(1, 4)), replace=False))
+        rows += [r] * len(mine)
+        own += mine.tolist()
+        own_scores += rng.integers(-2, 5, len(mine)).astype(np.float32).tolist()  # some drop off the list
+    rows, own, own_scores = np.array(rows), np.array(own), np.array(own_scores, dtype=np.float32)
+    batch = merge_stored(ids, scores, rows, own, own_scores, width)
+    assert 0 < batch[2].sum() < n_rows  # exact and inexact rows both
+    for r in range(n_rows):
+        mine = rows == r
+        one = merge_stored(
+            ids[r : r + 1], scores[r : r + 1], np.zeros(mine.sum(), int), own[mine], own_scores[mine], width
+        )
+        np.testing.assert_array_equal(one[0][0], batch[0][r])
+        np.testing.assert_array_equal(one[1][0], batch[1][r])
+        assert one[2][0] == batch[2][r]
