@@ -157,9 +157,11 @@ def _rank_among(
     vector = model.als.user_factors[row]
     rows = among.rows
     scores = scores_as_new(model, name, among.factors @ vector, best, among.pop[name])
-    if folded is not None:
-        return _rank_folded(model, name, vector, best, rows, scores, k, exclude_watched, passes, live, outside, folded)
-    watched, entries = model.history(row)
+    if folded is None:
+        watched, entries = model.history(row)
+        terms = (model.live_bonus if live else model.history_bonus)[entries]
+    else:  # scored from its own terms (the model's stored own scores are of the history without them)
+        watched, entries, terms = folded.rows, None, folded.live_bonus if live else folded.bonus
     own = np.arange(len(watched)) if passes is None else np.flatnonzero(passes[watched])
     mine = watched[own]
     if len(mine):
@@ -176,8 +178,8 @@ def _rank_among(
         if not exclude_watched:
             if not outside:
                 own, mine = own[hit], mine[hit]
-            bonus = (model.live_bonus if live else model.history_bonus)[entries][own]
-            rows, scores = _with_own(model, name, vector, best, rows, scores, mine, bonus, own + entries.start)
+            stored = None if entries is None else own + entries.start
+            rows, scores = _with_own(model, name, vector, best, rows, scores, mine, terms[own], stored)
     top = top_n(scores, k)
     top = top[np.isfinite(scores[top])]
     return rows[top], scores[top]
@@ -281,38 +283,6 @@ def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, i
         order = np.argsort(rows, kind="stable")
         return Folded(rows[order], bonus[order], live[order] if live is not bonus else bonus[order])
     return Folded(rows, bonus, live)
-
-
-def _rank_folded(
-    model: Recommender,
-    name: str,
-    vector: np.ndarray,
-    best: float,
-    rows: np.ndarray,
-    scores: np.ndarray,
-    k: int,
-    exclude_watched: bool,
-    passes: np.ndarray | RowMask | None,
-    live: bool,
-    outside: bool,
-    folded: Folded,
-) -> tuple[np.ndarray, np.ndarray]:
-    """_rank_among's second half for a folded history: the viewer's streamers (old and new) left
-    out or scored as watched with the folded history terms."""
-    own = np.arange(len(folded.rows)) if passes is None else np.flatnonzero(passes[folded.rows])
-    mine = folded.rows[own]
-    pos = np.searchsorted(rows, mine)
-    hit = pos < len(rows)
-    hit[hit] = rows[pos[hit]] == mine[hit]
-    scores[pos[hit]] = -np.inf
-    if not exclude_watched and len(mine):
-        if not outside:
-            own, mine = own[hit], mine[hit]
-        bonus = (folded.live_bonus if live else folded.bonus)[own]
-        rows, scores = _with_own(model, name, vector, best, rows, scores, mine, bonus)
-    top = top_n(scores, k)
-    top = top[np.isfinite(scores[top])]
-    return rows[top], scores[top]
 
 
 def rank_folded_list(

@@ -117,6 +117,34 @@ def test_a_folded_list_from_the_stored_one_is_the_one_ranked_on_request(which, m
     assert merged > tried // 2  # the merge answered most of them
 
 
+def test_a_filter_over_a_folded_history_keeps_the_unfiltered_order(demo_size_model):
+    """A filtered list of a viewer with sessions folded in is the unfiltered list with the
+    streamers that fail the filter taken out: the same order and scores, own streamers (old and
+    newly watched) in it or left out as without a filter."""
+    model = load_model(demo_size_model)
+    rng = np.random.default_rng(5)
+    t = model.time_max
+    for row in rng.choice(model.n_users, size=40, replace=False).tolist():
+        own = model.history(row)[0]
+        streamers = np.append(rng.choice(model.popular_ranking[:30], size=3), rng.choice(own, size=min(len(own), 2)))
+        sessions = [(model.streamers.name(int(s)), t + i, t + i + 2) for i, s in enumerate(streamers)]
+        folded = fold_sessions(model, row, sessions, newest=t + 9)
+        assert folded is not None
+        passes = rng.random(model.n_streamers) < 0.3
+        passes[folded.rows[:2]] = True  # some of their own pass
+        among = model.candidates(model.catalog[passes[model.catalog]])
+        for exclude in (False, True):
+            everything, all_scores = rank(model, row, model.n_streamers, exclude, folded=folded)
+            ranked = model.in_catalog[everything] | np.isin(everything, folded.rows)  # not the popular top-up
+            kept = passes[everything] & ranked
+            rows, scores = rank(model, row, model.n_streamers, exclude, among=among, passes=passes, folded=folded)
+            np.testing.assert_array_equal(rows, everything[kept])
+            np.testing.assert_allclose(
+                scores, all_scores[kept], rtol=1e-5, atol=1e-6
+            )  # a product over fewer rows rounds apart
+            assert exclude or np.isin(folded.rows[:2], rows).all()
+
+
 def test_a_merged_list_is_exact_only_when_its_last_score_reaches_the_stored_lists():
     """ranking.merge_stored, which both a request with held sessions and the update use: a viewer
     whose own streamer (7) drops below the stored list's last score may have a never-watched
