@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers == 1:
         # The same path for /admin/reload as for startup.
         settings = settings.model_copy(update={"model_path": Path(args.model)})
-        app = create_app(settings, recommender=recommender)
+        app = create_app(settings, recommender=recommender, freeze=True)
         uvicorn.run(
             app,
             host=args.host,

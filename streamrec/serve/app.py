@@ -36,9 +36,13 @@ from streamrec.serve.serving import Serving
 from streamrec.settings import Settings, SettingsError, check_service, get_settings
 
 
-def create_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
-    """The app; `recommender` skips loading from `settings.model_path` (already loaded). Raises
-    SettingsError for settings the service cannot start with (check_service)."""
+def create_app(
+    settings: Settings | None = None, recommender: Recommender | None = None, *, freeze: bool = False
+) -> FastAPI:
+    """The app; `recommender` skips loading from `settings.model_path` (already loaded). `freeze`:
+    the app is the process's (a worker of the service, not one of a test's many apps), and what
+    is alive after startup is kept out of the collector's full passes. Raises SettingsError for
+    settings the service cannot start with (check_service)."""
     settings = settings or get_settings()
     check_service(settings)
     metrics = Metrics(settings.metrics)
@@ -49,10 +53,10 @@ def create_app(settings: Settings | None = None, recommender: Recommender | None
         blas = threadpool_limits(1, "blas")
         serving = app.state.serving = Serving.start(settings, metrics, recommender)
         await serving.open()
-        if recommender is None:  # a worker of the service (tests hand a model in, many apps to a process)
+        if freeze:
             # What is alive now lives as long as the worker: kept out of the collector's full
-            # passes, which would otherwise walk every module, class and function (140 ms here, every
-            # request waiting) each time what the worker holds per viewer sets one off. A model
+            # passes, which would otherwise walk every module, class and function (110-170 ms here,
+            # every request waiting) each time what the worker holds per viewer sets one off. A model
             # replaced later is still freed: it holds no reference cycles (tests/serve/test_app.py).
             gc.collect()
             gc.freeze()
@@ -136,7 +140,7 @@ def __getattr__(name: str) -> FastAPI:
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        app = create_app()
+        app = create_app(freeze=True)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -173,3 +173,19 @@ def test_a_served_model_is_freed_by_its_reference_count(demo_size_model):
     finally:
         if enabled:
             gc.enable()
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_a_service_worker_freezes_what_is_alive_after_startup(block_model_path, freeze):
+    """The service's own app (platform.py's worker, `uvicorn streamrec.serve.app:app`) keeps what
+    its startup left alive out of the collector's full passes; an app built for a test does not."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        app = create_app(Settings(model_path=block_model_path, _env_file=None), freeze=freeze)
+        with TestClient(app) as c:
+            assert c.get("/recomendations/user/1").status_code == 200
+            assert (gc.get_freeze_count() > 0) == freeze
+    finally:
+        gc.unfreeze()
