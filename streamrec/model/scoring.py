@@ -214,9 +214,13 @@ def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, i
     watched, entries = model.history(row)
     n_old = len(watched)
     last_seen = model.last_seen.data[entries]
+    column: dict[int, int] = {}  # streamer row -> its history entry, for the streamers already watched
     if n_old:
-        at = np.minimum(np.searchsorted(watched, [r for r, _, _ in picked]), n_old - 1)
-        had = np.where(watched[at] == [r for r, _, _ in picked], last_seen[at], -np.inf).tolist()
+        wanted = [r for r, _, _ in picked]
+        at = np.minimum(np.searchsorted(watched, wanted), n_old - 1)
+        seen = watched[at] == wanted
+        had = np.where(seen, last_seen[at], -np.inf).tolist()
+        column = {r: p for r, p, old in zip(wanted, at.tolist(), seen.tolist(), strict=True) if old}
         picked = [s for s, last in zip(picked, had, strict=True) if s[2] > last]
         if not picked:
             return None
@@ -237,17 +241,9 @@ def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, i
     for i in sorted(range(len(picked)), key=lambda i: picked[i][1])[-RECENT_SESSIONS:]:  # the latest starts
         new[picked[i][0]][3] += 1.0
 
-    new_rows = sorted(new)
-    pos: list[int] = [0] * len(new_rows)
-    is_old: list[bool] = [False] * len(new_rows)
-    if n_old:
-        found = np.minimum(np.searchsorted(watched, new_rows), n_old - 1)
-        pos, is_old = found.tolist(), (watched[found] == new_rows).tolist()
-    brand = [r for r, old in zip(new_rows, is_old, strict=True) if not old]
-    where, nxt = [], n_old  # each new row's column: its history entry's, or one past them
-    for p, old in zip(pos, is_old, strict=True):
-        where.append(p if old else nxt)
-        nxt += not old
+    brand = sorted(r for r in new if r not in column)  # newly watched: columns after the history's
+    column.update((r, n_old + i) for i, r in enumerate(brand))
+    where = [column[r] for r in new]
     cols = np.zeros((5, n_old + len(brand)))  # count, watch time, last seen, recent, decayed
     old_count = model.count.data[entries].astype(np.float64)
     cols[0, :n_old] = old_count
@@ -258,10 +254,15 @@ def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, i
         keep = max(RECENT_SESSIONS - len(picked), 0) / max(min(float(old_count.sum()), RECENT_SESSIONS), 1e-9)
         cols[3, :n_old] = model.recent.data[entries] * min(keep, 1.0)
         cols[4, :n_old] = model.decayed.data[entries] * np.exp(-(now - model.time_max) / scale)
-    added = np.array([new[r] for r in new_rows]).T
+    added = np.array(list(new.values())).T
     last_added, added[2] = added[2].copy(), 0.0
     cols[:, where] += added
     cols[2, where] = np.maximum(cols[2, where], last_added)
+    rows = watched
+    if brand:  # the streamers in row order, as a history's are
+        rows = np.concatenate([watched, brand])
+        order = np.argsort(rows, kind="stable")
+        rows, cols = rows[order], cols[:, order]
     count, watch, last, recent, decayed = cols
     x = history_features(
         count,
@@ -272,17 +273,10 @@ def fold_sessions(model: Recommender, row: int, sessions: list[tuple[str, int, i
         recent,
         decayed,
     )
-    rows = np.concatenate([watched, brand]) if brand else watched
     bonus = (x @ model.linear[RankerName.ALL][1][HISTORY]).astype(np.float32)
-    live = (
-        bonus
-        if model.live_ranker == RankerName.ALL
-        else (x @ model.linear[model.live_ranker][1][HISTORY]).astype(np.float32)
-    )
-    if brand:
-        order = np.argsort(rows, kind="stable")
-        return Folded(rows[order], bonus[order], live[order] if live is not bonus else bonus[order])
-    return Folded(rows, bonus, live)
+    if model.live_ranker == RankerName.ALL:
+        return Folded(rows, bonus, bonus)
+    return Folded(rows, bonus, (x @ model.linear[model.live_ranker][1][HISTORY]).astype(np.float32))
 
 
 def rank_folded_list(
